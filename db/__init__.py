@@ -1,0 +1,1 @@
+"""The record: SQLAlchemy 2 models, engine/session, queries. Imports nothing of ours."""

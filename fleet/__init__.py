@@ -1,0 +1,1 @@
+"""Shared pieces every process uses: settings, object storage, the CLI."""

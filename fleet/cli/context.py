@@ -1,0 +1,31 @@
+"""What every command needs: settings (checked) and a database session factory."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from fleet.checks import ConfigError, check_database, fail, load_settings
+from fleet.settings import Settings
+
+
+@lru_cache
+def settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        fail(exc)
+
+
+@lru_cache
+def sessions() -> sessionmaker[Session]:
+    """A session factory on a reachable database (one clear error otherwise)."""
+    from db.engine import make_engine, make_session_factory
+
+    cfg = settings()
+    try:
+        check_database(cfg)
+    except ConfigError as exc:
+        fail(exc)
+    return make_session_factory(make_engine(cfg.effective_database_url))

@@ -1,0 +1,16 @@
+"""The `apa-fleet` command. Each group lives in its own module; heavy imports stay inside commands."""
+
+from __future__ import annotations
+
+import typer
+
+from fleet.cli.accounts import keys_app, tenants_app
+from fleet.cli.database import db_app
+
+app = typer.Typer(help="apa-fleet: pronunciation assessment for learning platforms.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(keys_app, name="keys")
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,253 @@
+"""Object storage behind one small interface: `s3://bucket/key` through boto3, or a local folder.
+
+Every other module reads and writes audio, adapters and reports through `ObjectStore`, so the
+embedded mode (a folder) and production (any S3-compatible store, by endpoint URL) run the same
+code. Errors are specific so callers can tell bad input (missing object, too large, denied) from
+a transient fault worth a retry (`StorageUnavailable`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from fleet.settings import Settings
+
+
+class StorageError(Exception):
+    code = "storage_error"
+
+    def __init__(self, uri: str, message: str) -> None:
+        super().__init__(f"{uri}: {message}")
+        self.uri = uri
+
+
+class InvalidObjectURI(StorageError):
+    code = "invalid_uri"
+
+
+class ObjectNotFound(StorageError):
+    code = "object_not_found"
+
+
+class AccessDenied(StorageError):
+    code = "access_denied"
+
+
+class ObjectTooLarge(StorageError):
+    code = "object_too_large"
+
+
+class StorageUnavailable(StorageError):
+    """A transient fault (network, throttling, 5xx): retrying may succeed."""
+
+    code = "storage_unavailable"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    uri: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    scheme: str  # "s3" or "file"
+    bucket: str  # empty for local objects
+    key: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}" if self.scheme == "s3" else f"file://{self.key}"
+
+
+def parse_uri(uri: str) -> ObjectRef:
+    """`s3://bucket/key`, `file:///abs/path`, or a plain path (local store)."""
+    if not uri or not isinstance(uri, str):
+        raise InvalidObjectURI(str(uri), "empty object URI")
+    parts = urlsplit(uri)
+    if parts.scheme == "s3":
+        key = parts.path.lstrip("/")
+        if not parts.netloc:
+            raise InvalidObjectURI(uri, "s3 URI has no bucket")
+        return ObjectRef("s3", parts.netloc, key)
+    if parts.scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise InvalidObjectURI(uri, "file URI must not name a host")
+        return ObjectRef("file", "", parts.path)
+    if parts.scheme == "" or (len(parts.scheme) == 1 and os.name == "nt"):
+        return ObjectRef("file", "", uri)
+    raise InvalidObjectURI(uri, f"unsupported scheme {parts.scheme!r} (use s3:// or a local path)")
+
+
+class ObjectStore:
+    """Reads and writes objects by URI; local paths are confined to `root`."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        endpoint_url: str | None = None,
+        region: str = "us-east-1",
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        connect_timeout_s: float = 5.0,
+        max_attempts: int = 3,
+    ) -> None:
+        self.root = Path(root).resolve()
+        self._s3_kwargs = {
+            "endpoint_url": endpoint_url,
+            "region_name": region,
+            "aws_access_key_id": access_key_id,
+            "aws_secret_access_key": secret_access_key,
+        }
+        self._connect_timeout_s = connect_timeout_s
+        self._max_attempts = max_attempts
+        self._client = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ObjectStore:
+        secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
+        return cls(
+            settings.effective_storage_root,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            access_key_id=settings.s3_access_key_id,
+            secret_access_key=secret,
+            connect_timeout_s=settings.s3_connect_timeout_s,
+            max_attempts=settings.s3_max_attempts,
+        )
+
+    # ---- s3 -------------------------------------------------------------------------------
+    @property
+    def s3(self):  # boto3 client, created lazily: the local mode never imports boto3's config
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(
+                connect_timeout=self._connect_timeout_s,
+                read_timeout=30,
+                retries={"max_attempts": self._max_attempts, "mode": "standard"},
+                s3={"addressing_style": "path"},
+            )
+            self._client = boto3.client("s3", config=config, **self._s3_kwargs)
+        return self._client
+
+    def _s3_error(self, uri: str, exc: Exception) -> StorageError:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if isinstance(exc, ClientError):
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket"):
+                return ObjectNotFound(uri, "no such object" if code != "NoSuchBucket" else "no such bucket")
+            if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                return AccessDenied(uri, f"access denied ({code})")
+            if status and 400 <= status < 500 and status not in (408, 429):
+                return StorageError(uri, f"request rejected ({code or status})")
+            return StorageUnavailable(uri, f"S3 error {code or status}")
+        if isinstance(exc, BotoCoreError):
+            return StorageUnavailable(uri, f"S3 unreachable: {exc}")
+        return StorageUnavailable(uri, str(exc))
+
+    # ---- local ----------------------------------------------------------------------------
+    def _local_path(self, ref: ObjectRef, uri: str) -> Path:
+        path = Path(ref.key)
+        path = (path if path.is_absolute() else self.root / path).resolve()
+        if path != self.root and self.root not in path.parents:
+            raise AccessDenied(uri, f"local objects must lie under {self.root}")
+        return path
+
+    # ---- API ------------------------------------------------------------------------------
+    def head(self, uri: str) -> ObjectInfo:
+        ref = parse_uri(uri)
+        if ref.scheme == "s3":
+            try:
+                meta = self.s3.head_object(Bucket=ref.bucket, Key=ref.key)
+            except Exception as exc:
+                raise self._s3_error(uri, exc) from exc
+            return ObjectInfo(uri, int(meta["ContentLength"]))
+        path = self._local_path(ref, uri)
+        if not path.is_file():
+            raise ObjectNotFound(uri, "no such object")
+        return ObjectInfo(uri, path.stat().st_size)
+
+    def get(self, uri: str, *, max_bytes: int | None = None) -> bytes:
+        """Whole object; `max_bytes` refuses larger objects before downloading them."""
+        if max_bytes is not None:
+            info = self.head(uri)
+            if info.size > max_bytes:
+                raise ObjectTooLarge(uri, f"{info.size} bytes is over the limit of {max_bytes}")
+        ref = parse_uri(uri)
+        if ref.scheme == "s3":
+            try:
+                body = self.s3.get_object(Bucket=ref.bucket, Key=ref.key)["Body"].read()
+            except Exception as exc:
+                raise self._s3_error(uri, exc) from exc
+        else:
+            path = self._local_path(ref, uri)
+            if not path.is_file():
+                raise ObjectNotFound(uri, "no such object")
+            body = path.read_bytes()
+        if max_bytes is not None and len(body) > max_bytes:
+            raise ObjectTooLarge(uri, f"{len(body)} bytes is over the limit of {max_bytes}")
+        return body
+
+    def put(self, uri: str, data: bytes, *, content_type: str = "application/octet-stream") -> ObjectInfo:
+        ref = parse_uri(uri)
+        if ref.scheme == "s3":
+            try:
+                self.s3.put_object(Bucket=ref.bucket, Key=ref.key, Body=data, ContentType=content_type)
+            except Exception as exc:
+                raise self._s3_error(uri, exc) from exc
+        else:
+            path = self._local_path(ref, uri)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.name + ".part")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        return ObjectInfo(uri, len(data))
+
+    def list(self, prefix_uri: str) -> list[ObjectInfo]:
+        """Objects whose URI starts with `prefix_uri`, sorted by URI."""
+        ref = parse_uri(prefix_uri)
+        if ref.scheme == "s3":
+            out: list[ObjectInfo] = []
+            try:
+                pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=ref.bucket, Prefix=ref.key)
+                for page in pages:
+                    for item in page.get("Contents", []):
+                        out.append(ObjectInfo(f"s3://{ref.bucket}/{item['Key']}", int(item["Size"])))
+            except Exception as exc:
+                raise self._s3_error(prefix_uri, exc) from exc
+            return sorted(out, key=lambda o: o.uri)
+        base = self._local_path(ref, prefix_uri)
+        folder = base if base.is_dir() else base.parent
+        if not folder.is_dir():
+            return []
+        prefix = str(base)
+        found = [
+            ObjectInfo(str(p), p.stat().st_size)
+            for p in folder.rglob("*")
+            if p.is_file() and str(p).startswith(prefix) and not p.name.endswith(".part")
+        ]
+        return sorted(found, key=lambda o: o.uri)
+
+    def check_bucket(self, bucket: str) -> None:
+        """Fails with a specific error when the bucket is missing, denied or unreachable."""
+        uri = f"s3://{bucket}/"
+        try:
+            self.s3.head_bucket(Bucket=bucket)
+        except Exception as exc:
+            raise self._s3_error(uri, exc) from exc
+
+    def service_uri(self, settings_bucket: str, key: str) -> str:
+        """Where the service keeps its own objects: the bucket when S3 is configured, else the folder."""
+        if self._s3_kwargs["endpoint_url"] or self._s3_kwargs["aws_access_key_id"]:
+            return f"s3://{settings_bucket}/{key}"
+        return str(self.root / key)

@@ -1,0 +1,1 @@
+"""Alembic environment and versions; `apa-fleet db upgrade` runs them (see fleet/migrate.py)."""

@@ -1,0 +1,69 @@
+"""Object storage against moto's S3 server over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fleet.checks import ConfigError, check_storage
+from fleet.settings import Settings
+from fleet.storage import AccessDenied, ObjectNotFound, ObjectStore, ObjectTooLarge, StorageUnavailable
+from tests.conftest import free_port, wait_for_port
+
+
+def test_put_get_head_list(s3_store: ObjectStore, s3_bucket: str) -> None:
+    base = f"s3://{s3_bucket}/batch-1/"
+    s3_store.put(base + "a.flac", b"aaaa")
+    s3_store.put(base + "b/c.flac", b"bb")
+    s3_store.put(f"s3://{s3_bucket}/other/x", b"x")
+    assert s3_store.get(base + "a.flac") == b"aaaa"
+    assert s3_store.head(base + "b/c.flac").size == 2
+    assert [o.uri for o in s3_store.list(base)] == [base + "a.flac", base + "b/c.flac"]
+
+
+def test_specific_errors(s3_store: ObjectStore, s3_bucket: str) -> None:
+    with pytest.raises(ObjectNotFound):
+        s3_store.get(f"s3://{s3_bucket}/missing.wav")
+    with pytest.raises(ObjectNotFound):
+        s3_store.head(f"s3://{s3_bucket}/missing.wav")
+    with pytest.raises(ObjectNotFound):
+        s3_store.get("s3://no-such-bucket-here/k")
+    s3_store.put(f"s3://{s3_bucket}/big", b"0" * 1000)
+    with pytest.raises(ObjectTooLarge, match="1000 bytes"):
+        s3_store.get(f"s3://{s3_bucket}/big", max_bytes=999)
+    assert len(s3_store.get(f"s3://{s3_bucket}/big", max_bytes=1000)) == 1000
+
+
+def test_unreachable_endpoint_is_transient(tmp_path) -> None:
+    store = ObjectStore(tmp_path, endpoint_url=f"http://127.0.0.1:{free_port()}", access_key_id="a",
+                        secret_access_key="b", connect_timeout_s=0.5, max_attempts=1)
+    with pytest.raises(StorageUnavailable):
+        store.get("s3://b/k")
+
+
+def test_access_denied_with_unknown_credentials(tmp_path) -> None:
+    """moto with authentication enforced (its INITIAL_NO_AUTH_ACTION_COUNT) refuses unknown keys."""
+    port = free_port()
+    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        store = ObjectStore(tmp_path, endpoint_url=f"http://127.0.0.1:{port}", access_key_id="nobody",
+                            secret_access_key="nothing", max_attempts=1)
+        with pytest.raises(AccessDenied):
+            store.get("s3://somebucket/k")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_missing_bucket_is_a_config_error(s3_server: str, s3_bucket: str) -> None:
+    good = Settings(s3_endpoint_url=s3_server, s3_access_key_id="t", s3_secret_access_key="t", bucket=s3_bucket)
+    check_storage(good)
+    bad = Settings(s3_endpoint_url=s3_server, s3_access_key_id="t", s3_secret_access_key="t", bucket="absent-bucket")
+    with pytest.raises(ConfigError, match="APA_BUCKET"):
+        check_storage(bad)
