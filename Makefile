@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test clean
+.PHONY: install run demo test clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/apa-fleet db upgrade
-	@echo 'apa-fleet: database ready under ./var (gateway and workers: see README, Status)'
+	HF_HUB_OFFLINE=1 $(BIN)/apa-fleet run
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/apa-fleet run --exit-after-demo
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

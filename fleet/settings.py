@@ -55,7 +55,12 @@ class Settings(BaseSettings):
     min_audio_seconds: float = 0.3
     max_reference_words: int = 60
     max_attempts: int = 5
-    stuck_after_s: int = 600
+    # The sweeper: a queued row older than this lost its message (broker flushed): publish again.
+    republish_after_s: float = 120
+    # A running row older than this lost its worker; keep it above the hard task time limit.
+    stuck_after_s: float = 960
+    sweep_interval_s: float = 30.0
+    deliver_poll_interval_s: float = 10.0
     score_batch_size: int = 8
 
     gateway_host: str = "127.0.0.1"

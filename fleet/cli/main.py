@@ -6,11 +6,20 @@ import typer
 
 from fleet.cli.accounts import keys_app, tenants_app
 from fleet.cli.database import db_app
+from fleet.cli.gateway import gateway
+from fleet.cli.demo import demo
+from fleet.cli.score import score
+from fleet.cli.services import run, worker
 
 app = typer.Typer(help="apa-fleet: pronunciation assessment for learning platforms.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
+app.command("gateway")(gateway)
+app.command()(score)
+app.command()(worker)
+app.command()(run)
+app.command()(demo)
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,1 @@
+"""The HTTP gateway: signed LMS webhooks in, score history out. Never imports torch."""

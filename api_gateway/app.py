@@ -1,0 +1,110 @@
+"""The FastAPI application factory.
+
+`create_app(settings)` wires the dependencies (SQLAlchemy session factory, object store, Celery
+app for publishing by task name) once and includes one router per area. Nothing here imports
+torch or transformers: the gateway stays small and starts fast. OpenAPI UI at `/docs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from celery import Celery
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.utils import get_openapi
+from sqlalchemy.orm import Session, sessionmaker
+
+from api_gateway.deps import Services
+from api_gateway.metrics import GatewayMetrics, MetricsMiddleware
+from api_gateway.routes import courses, health, learners, submissions
+from fleet.settings import Settings, get_settings
+from fleet.storage import ObjectStore
+
+API_KEY_SCHEME = "ApiKey"
+
+
+def build_services(
+    settings: Settings,
+    *,
+    sessions: sessionmaker[Session] | None = None,
+    store: ObjectStore | None = None,
+    celery: Celery | None = None,
+) -> Services:
+    owned = None
+    if sessions is None:
+        from db.engine import make_engine, make_session_factory
+
+        owned = make_engine(settings.effective_database_url)
+        sessions = make_session_factory(owned)
+    if store is None:
+        store = ObjectStore.from_settings(settings)
+    if celery is None:
+        from fleet.queue import make_celery
+
+        celery = make_celery(settings)
+    return Services(settings=settings, sessions=sessions, store=store, celery=celery, owned_engine=owned)
+
+
+def warm_lexicon() -> None:
+    from pronunciation.lexicon import lookup
+
+    lookup("hello")
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    sessions: sessionmaker[Session] | None = None,
+    store: ObjectStore | None = None,
+    celery: Celery | None = None,
+) -> FastAPI:
+    """The gateway. Pass `sessions`, `store` or `celery` to reuse ones you already hold (tests)."""
+    settings = settings or get_settings()
+    services = build_services(settings, sessions=sessions, store=store, celery=celery)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Load CMUdict before the first request instead of during it (about a second).
+        await run_in_threadpool(warm_lexicon)
+        if settings.s3_endpoint_url or settings.s3_access_key_id:
+            # Build the boto3 client once here: concurrent first requests would otherwise each
+            # create it, and boto3's default session is not thread-safe.
+            await run_in_threadpool(lambda: services.store.s3)
+        yield
+        services.close()
+
+    app = FastAPI(
+        title="apa-fleet gateway",
+        version="0.1.0",
+        summary="Pronunciation assessment for learning platforms: signed submissions in, scores out.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.state.metrics = GatewayMetrics(services)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+
+    app.include_router(health.router)
+    app.include_router(submissions.router)
+    app.include_router(learners.router)
+    app.include_router(courses.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            schema.setdefault("components", {}).setdefault("securitySchemes", {})[API_KEY_SCHEME] = {
+                "type": "apiKey", "in": "header", "name": settings.api_key_header,
+            }
+            for path, ops in schema.get("paths", {}).items():
+                if path.startswith("/v1/"):
+                    for op in ops.values():
+                        op["security"] = [{API_KEY_SCHEME: []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

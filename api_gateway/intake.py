@@ -1,0 +1,134 @@
+"""Accepting one LMS submission: validate, write the row, commit, then publish its id.
+
+Order matters (DESIGN.md, data flow step 2): the row is the record, so it is committed before
+the Celery message names it; if publishing fails the row stays `queued` and the sweeper
+re-publishes it. Duplicate deliveries (same tenant + webhook id, or same tenant + LMS id) get
+the existing submission back; concurrent duplicates are settled by the unique constraints.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from celery import Celery
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api_gateway.errors import ApiError
+from api_gateway.schemas import SubmissionIn
+from db.models import Submission, SubmissionStatus, Tenant
+from db.queries import find_existing_submission
+from fleet.queue import SCORE_TASK, publish
+from fleet.settings import Settings
+from fleet.storage import (
+    AccessDenied,
+    InvalidObjectURI,
+    ObjectNotFound,
+    ObjectStore,
+    StorageError,
+    StorageUnavailable,
+    parse_uri,
+)
+from pronunciation.errors import PronunciationInputError
+from pronunciation.lexicon import build_reference
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Accepted:
+    submission: Submission
+    created: bool
+
+
+def check_audio(store: ObjectStore, settings: Settings, tenant: Tenant, uri: str) -> None:
+    """The audio object exists, is readable, allowed for this tenant and not too large."""
+    try:
+        ref = parse_uri(uri)
+    except InvalidObjectURI as exc:
+        raise ApiError(422, exc.code, str(exc)) from None
+    if ref.scheme == "s3":
+        if ref.bucket not in (tenant.allowed_buckets or []):
+            raise ApiError(
+                422, "bucket_not_allowed", f"bucket {ref.bucket!r} is not among this tenant's allowed buckets"
+            )
+        if not ref.key or ref.key.endswith("/"):
+            raise ApiError(422, "invalid_uri", f"{uri}: names no object")
+    elif settings.s3_endpoint_url:
+        raise ApiError(
+            422, "local_path_not_allowed", "audio_uri must be s3://bucket/key: this service reads audio from S3"
+        )
+    try:
+        info = store.head(uri)
+    except StorageUnavailable as exc:
+        raise ApiError(503, exc.code, f"the object store is unreachable: {exc}", headers={"Retry-After": "30"}) from None
+    except (ObjectNotFound, AccessDenied, InvalidObjectURI) as exc:
+        raise ApiError(422, exc.code, str(exc)) from None
+    except StorageError as exc:
+        raise ApiError(422, exc.code, str(exc)) from None
+    if info.size > settings.max_audio_bytes:
+        raise ApiError(
+            422, "object_too_large", f"{uri}: {info.size} bytes is over the limit of {settings.max_audio_bytes}"
+        )
+    if info.size == 0:
+        raise ApiError(422, "object_empty", f"{uri}: the object is empty")
+
+
+def accept_submission(
+    session: Session,
+    *,
+    store: ObjectStore,
+    celery: Celery,
+    settings: Settings,
+    tenant: Tenant,
+    webhook_id: str,
+    payload: SubmissionIn,
+) -> Accepted:
+    existing = find_existing_submission(
+        session, tenant.id, lms_submission_id=payload.submission_id, webhook_id=webhook_id
+    )
+    if existing is not None:
+        return Accepted(existing, created=False)
+
+    try:
+        reference = build_reference(
+            payload.reference_text, payload.reference_phones, max_words=settings.max_reference_words
+        )
+    except PronunciationInputError as exc:
+        raise ApiError(422, exc.code, exc.message) from None
+    check_audio(store, settings, tenant, payload.audio_uri)
+
+    phones = [list(w.phones) for w in reference.words] if payload.reference_phones is not None else None
+    sub = Submission(
+        tenant_id=tenant.id,
+        lms_submission_id=payload.submission_id,
+        webhook_id=webhook_id,
+        learner_id=payload.learner_id,
+        course_id=payload.course_id,
+        assignment_id=payload.assignment_id,
+        reference_text=payload.reference_text,
+        reference_phones=phones,
+        audio_uri=payload.audio_uri,
+        granularity=payload.granularity.value,
+        callback_url=payload.callback_url,
+        status=SubmissionStatus.queued,
+    )
+    session.add(sub)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()  # a concurrent delivery of the same submission won the race
+        log.info("duplicate delivery of %s/%s settled by the unique constraints", tenant.name, payload.submission_id)
+        existing = find_existing_submission(
+            session, tenant.id, lms_submission_id=payload.submission_id, webhook_id=webhook_id
+        )
+        if existing is None:
+            raise
+        return Accepted(existing, created=False)
+
+    try:
+        publish(celery, SCORE_TASK, str(sub.id))
+    except Exception as exc:  # the row is the record; the sweeper re-publishes queued rows
+        log.warning("submission %s committed but not published (the sweeper will): %s", sub.id, exc)
+    return Accepted(sub, created=True)

@@ -1,0 +1,1 @@
+"""One router per area; `api_gateway.app` includes them all."""

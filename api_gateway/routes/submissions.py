@@ -1,0 +1,162 @@
+"""`POST /v1/submissions` (signed LMS webhook) and `GET /v1/submissions/{id}`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import ValidationError
+
+from api_gateway.auth import ReaderDep, authenticate, unauthorized
+from api_gateway.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
+from api_gateway.errors import ApiError, error_responses
+from api_gateway.intake import accept_submission
+from api_gateway.schemas import SubmissionAccepted, SubmissionIn, SubmissionOut, inline_schema
+from api_gateway.webhooks import WebhookError, verify_webhook
+from db.accounts import AccountError, get_tenant
+from db.models import Role, Tenant
+from db.results import load_submission, submission_result
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/submissions", tags=["submissions"])
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def webhook_tenant(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    tenant: Annotated[
+        str | None,
+        Query(description="Tenant name or id, for an LMS that signs but cannot send an API key."),
+    ] = None,
+) -> Tenant:
+    """The tenant a delivery comes from: by its `lms` API key, else by `?tenant=`."""
+    header = settings.api_key_header
+    key = authenticate(request, session, header)
+    found: Tenant | None
+    if key is not None:
+        if key.role is not Role.lms:
+            raise ApiError(403, "role_not_allowed", f"only lms keys submit recordings, not {key.role.value} keys")
+        found = session.get(Tenant, key.tenant_id) if key.tenant_id else None
+        if found is not None and tenant is not None and tenant not in (found.name, str(found.id)):
+            raise unauthorized("tenant_mismatch", "?tenant= names another tenant than the API key's", header)
+    elif tenant:
+        try:
+            found = get_tenant(session, tenant)
+        except AccountError:
+            found = None
+    else:
+        raise unauthorized("missing_credentials", f"send an lms API key in {header} or ?tenant=<name>", header)
+    if found is None or not found.active:
+        raise unauthorized("unknown_tenant", "no active tenant matches these credentials", header)
+    return found
+
+
+async def webhook_body(request: Request) -> bytes:
+    """The raw body, refused past MAX_BODY_BYTES without reading the rest."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ApiError(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise ApiError(413, "body_too_large", f"the body is over {MAX_BODY_BYTES} bytes")
+    return bytes(body)
+
+
+@dataclass
+class SignedDelivery:
+    tenant: Tenant
+    webhook_id: str
+    body: bytes
+
+
+def signed_delivery(
+    request: Request,
+    settings: SettingsDep,
+    tenant: Annotated[Tenant, Depends(webhook_tenant)],
+    body: Annotated[bytes, Depends(webhook_body)],
+) -> SignedDelivery:
+    try:
+        msg_id = verify_webhook(
+            tenant.webhook_secret, body, request.headers, tolerance_s=settings.webhook_tolerance_s
+        )
+    except WebhookError as exc:
+        raise unauthorized(exc.code, exc.message, settings.api_key_header) from None
+    return SignedDelivery(tenant, msg_id, body)
+
+
+def parse_payload(body: bytes) -> SubmissionIn:
+    try:
+        data: Any = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(422, "invalid_json", f"the body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid_json", "the body must be a JSON object")
+    try:
+        return SubmissionIn.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        summary = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in errors)
+        raise ApiError(
+            422, "invalid_request", summary,
+            errors=[{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors],
+        ) from None
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=SubmissionAccepted,
+    summary="Submit a recording to score (Standard Webhooks signed)",
+    responses={
+        200: {"model": SubmissionAccepted, "description": "A repeated delivery: the existing submission"},
+        **error_responses(401, 403, 413, 422, 503),
+    },
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": inline_schema(SubmissionIn)}}}},
+)
+def create_submission(
+    response: Response,
+    delivery: Annotated[SignedDelivery, Depends(signed_delivery)],
+    session: SessionDep,
+    store: StoreDep,
+    celery: CeleryDep,
+    settings: SettingsDep,
+) -> SubmissionAccepted:
+    payload = parse_payload(delivery.body)
+    accepted = accept_submission(
+        session, store=store, celery=celery, settings=settings,
+        tenant=delivery.tenant, webhook_id=delivery.webhook_id, payload=payload,
+    )
+    sub = accepted.submission
+    status_url = f"{settings.public_base_url.rstrip('/')}/v1/submissions/{sub.id}"
+    response.status_code = 202 if accepted.created else 200
+    response.headers["Location"] = status_url
+    return SubmissionAccepted(
+        id=str(sub.id), status=sub.status.value, status_url=status_url, duplicate=not accepted.created
+    )
+
+
+@router.get(
+    "/{submission_id}",
+    response_model=SubmissionOut,
+    summary="A submission with its status and scores at every granularity",
+    responses=error_responses(401, 403, 404),
+)
+def get_submission(submission_id: str, principal: ReaderDep, session: SessionDep) -> dict[str, Any]:
+    not_found = ApiError(404, "not_found", "no such submission")
+    try:
+        sid = uuid.UUID(submission_id)
+    except ValueError:
+        raise not_found from None
+    sub = load_submission(session, sid)
+    if sub is None or not principal.can_see(sub):
+        raise not_found
+    return submission_result(sub)

@@ -1,0 +1,122 @@
+"""One submission as a JSON-ready dict: what `GET /v1/submissions/{id}` returns and what the
+worker POSTs to the LMS as the result callback, so the two can never drift apart.
+
+Shape (every key always present; scores a granularity mode does not produce are null):
+
+    {
+      "id": "<uuid>", "submission_id": "<the LMS's id>", "tenant_id": "<uuid>",
+      "learner_id": str, "course_id": str, "assignment_id": str | null,
+      "reference_text": str, "granularity": "full" | ..., "status": "queued" | "running" | "scored" | "failed",
+      "error": null | {"code": str, "message": str},
+      "attempts": int, "adapter_version": str | null, "model_name": str | null,
+      "timings": {"created_at": iso, "started_at": iso | null, "finished_at": iso | null, "model_ms": float | null},
+      "scores": {
+        "sentence": null | {"accuracy": S | null, "fluency": S | null, "prosody": S | null,
+                            "completeness": S | null, "total": S | null},
+        "words": [{"position": int, "text": str, "accuracy": S | null, "stress": S | null,
+                   "total": S | null, "phones": [{"phone": str, "accuracy": S}]}]
+      }
+    }
+
+where S is {"value": int 0..10 (the model's argmax), "expected": float (its expected value)}.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from db.models import SentenceScore, Submission, WordScore
+
+SENTENCE_ASPECTS: tuple[str, ...] = ("accuracy", "fluency", "prosody", "completeness", "total")
+WORD_ASPECTS: tuple[str, ...] = ("accuracy", "stress", "total")
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands timestamps back naive (they are stored in UTC); make every one aware."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a `Z`, the same text pydantic writes for an aware datetime."""
+    value = as_utc(value)
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def score(value: int | None, expected: float | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    return {"value": int(value), "expected": float(expected) if expected is not None else float(value)}
+
+
+def sentence_scores(row: SentenceScore | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {a: score(getattr(row, a), getattr(row, f"{a}_expected")) for a in SENTENCE_ASPECTS}
+
+
+def word_scores(word: WordScore) -> dict[str, Any]:
+    out: dict[str, Any] = {"position": word.position, "text": word.text}
+    for aspect in WORD_ASPECTS:
+        out[aspect] = score(getattr(word, aspect), getattr(word, f"{aspect}_expected"))
+    out["phones"] = [
+        {"phone": p.phone, "accuracy": score(p.accuracy, p.accuracy_expected)} for p in word.phones
+    ]
+    return out
+
+
+def error_of(sub: Submission) -> dict[str, str] | None:
+    if sub.error_code is None and sub.error_message is None:
+        return None
+    return {"code": sub.error_code or "error", "message": sub.error_message or ""}
+
+
+def submission_result(sub: Submission) -> dict[str, Any]:
+    """The submission with its scores at every granularity (see the module docstring).
+
+    Touches `sub.sentence`, `sub.words` and their phones: load them eagerly (`load_submission`)
+    or call this while the row is attached to a session.
+    """
+    return {
+        "id": str(sub.id),
+        "submission_id": sub.lms_submission_id,
+        "tenant_id": str(sub.tenant_id),
+        "learner_id": sub.learner_id,
+        "course_id": sub.course_id,
+        "assignment_id": sub.assignment_id,
+        "reference_text": sub.reference_text,
+        "granularity": sub.granularity,
+        "status": sub.status.value if hasattr(sub.status, "value") else str(sub.status),
+        "error": error_of(sub),
+        "attempts": sub.attempts or 0,
+        "adapter_version": sub.adapter_version,
+        "model_name": sub.model_name,
+        "timings": {
+            "created_at": iso(sub.created_at),
+            "started_at": iso(sub.started_at),
+            "finished_at": iso(sub.finished_at),
+            "model_ms": sub.model_ms,
+        },
+        "scores": {
+            "sentence": sentence_scores(sub.sentence),
+            "words": [word_scores(w) for w in sub.words],
+        },
+    }
+
+
+def load_submission(session: Session, submission_id: uuid.UUID) -> Submission | None:
+    """The submission with its sentence, word and phone scores, in three small queries."""
+    return session.scalar(
+        select(Submission)
+        .where(Submission.id == submission_id)
+        .options(
+            selectinload(Submission.sentence),
+            selectinload(Submission.words).selectinload(WordScore.phones),
+        )
+    )

@@ -1,0 +1,32 @@
+"""`apa-fleet gateway`: the HTTP gateway under uvicorn (configuration checked first)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from fleet.checks import ConfigError, check_database, check_storage, fail
+from fleet.cli.context import settings
+
+
+def gateway(
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default APA_GATEWAY_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (default APA_GATEWAY_PORT).")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the HTTP gateway: signed LMS submissions in, score history out (no torch in this process)."""
+    cfg = settings()
+    try:
+        check_database(cfg)
+        check_storage(cfg)
+    except ConfigError as exc:
+        fail(exc)
+    import uvicorn
+
+    from api_gateway.app import create_app
+
+    uvicorn.run(
+        create_app(cfg), host=host or cfg.gateway_host, port=port or cfg.gateway_port,
+        log_level=log_level, proxy_headers=True,
+    )

@@ -1,0 +1,350 @@
+"""POST /v1/submissions: signed webhooks in, one queued row and one Celery message out.
+
+Real services: SQLite and Postgres (the `database_url` fixtures), Redis as the broker (database
+10, flushed), moto's S3 server for the audio HEAD.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api_gateway.app import create_app, warm_lexicon
+from api_gateway.broker import queue_depth
+from db.accounts import create_api_key, create_tenant
+from db.engine import make_engine, make_session_factory, session_scope
+from db.models import Role, SubmissionStatus
+from fleet.migrate import upgrade
+from fleet.settings import Settings
+from fleet.storage import ObjectStore
+from tests.conftest import free_port
+from tests.helpers_webhooks import signed_json
+from tests.integration.gateway_support import Gateway, make_gateway
+
+REDIS_DB = 10
+
+
+@pytest.fixture
+def gw(migrated_url: str, s3_server: str, s3_bucket: str, tmp_path: Path):
+    g = make_gateway(migrated_url, s3_server=s3_server, bucket=s3_bucket, tmp_path=tmp_path, redis_db=REDIS_DB)
+    yield g
+    g.close()
+
+
+@pytest.fixture
+def gw_sqlite(sqlite_database: str, s3_server: str, s3_bucket: str, tmp_path: Path):
+    upgrade(sqlite_database)
+    g = make_gateway(sqlite_database, s3_server=s3_server, bucket=s3_bucket, tmp_path=tmp_path, redis_db=REDIS_DB)
+    yield g
+    g.close()
+
+
+@pytest.fixture
+def gw_pg(pg_database: str, s3_server: str, s3_bucket: str, tmp_path: Path):
+    upgrade(pg_database)
+    g = make_gateway(pg_database, s3_server=s3_server, bucket=s3_bucket, tmp_path=tmp_path, redis_db=REDIS_DB)
+    yield g
+    g.close()
+
+
+def assert_nothing_written(g: Gateway) -> None:
+    assert g.submissions() == []
+    assert g.score_messages() == []
+
+
+def test_accepted_webhook_is_queued_and_published(gw: Gateway) -> None:
+    payload = gw.payload(submission_id="lms-42")
+    resp = gw.post(payload, msg_id="msg_first")
+    assert resp.status_code == 202, resp.text
+    body = resp.json()
+    assert set(body) == {"id", "status", "status_url", "duplicate"}
+    assert body["status"] == "queued" and body["duplicate"] is False
+    assert body["status_url"] == f"https://apa.example/v1/submissions/{body['id']}"
+    assert resp.headers["location"] == body["status_url"]
+
+    [row] = gw.submissions()
+    assert str(row.id) == body["id"] and row.status is SubmissionStatus.queued
+    assert (row.tenant_id, row.lms_submission_id, row.webhook_id) == (gw.a.id, "lms-42", "msg_first")
+    assert (row.learner_id, row.course_id, row.assignment_id) == ("learner-1", "c1", "a1")
+    assert row.granularity == "full" and row.callback_url == "https://lms.example/apa"
+    assert row.reference_phones is None and row.attempts == 0
+
+    assert gw.score_messages() == [{"task": "apa.score", "args": [body["id"]]}]
+
+    got = gw.get(f"/v1/submissions/{body['id']}", "lms_a")
+    assert got.status_code == 200
+    assert got.json()["status"] == "queued" and got.json()["scores"] == {"sentence": None, "words": []}
+
+
+def test_repeated_delivery_returns_the_existing_submission(gw: Gateway) -> None:
+    payload = gw.payload(submission_id="lms-7")
+    first = gw.post(payload, msg_id="msg_7")
+    assert first.status_code == 202
+    sid = first.json()["id"]
+
+    again = gw.post(payload, msg_id="msg_7")  # the LMS retried the same delivery
+    assert again.status_code == 200 and again.json() == {**first.json(), "duplicate": True}
+
+    # same webhook id, other body: still the same delivery (webhook ids are the LMS's dedup key)
+    other_body = gw.post(gw.payload(submission_id="lms-8"), msg_id="msg_7")
+    assert other_body.status_code == 200 and other_body.json()["id"] == sid
+
+    # same LMS submission id, new webhook id: the same submission
+    new_msg = gw.post(payload, msg_id="msg_7b")
+    assert new_msg.status_code == 200 and new_msg.json()["id"] == sid
+
+    assert len(gw.submissions()) == 1
+    assert gw.score_messages() == [{"task": "apa.score", "args": [sid]}]
+
+    # webhook ids and LMS ids are scoped by tenant: globex may reuse both
+    other = gw.post(payload, msg_id="msg_7", key="lms_b", secret=gw.b.secret)
+    assert other.status_code == 202 and other.json()["id"] != sid
+    assert len(gw.submissions()) == 2
+
+
+def test_concurrent_identical_deliveries_make_one_row(gw_pg: Gateway) -> None:
+    g = gw_pg
+    warm_lexicon()  # so the five requests race on the insert, not on loading CMUdict
+    payload = g.payload(submission_id="lms-race")
+    stamp = datetime.now(timezone.utc)
+    barrier = threading.Barrier(5)
+    results: list = []
+
+    def deliver() -> None:
+        barrier.wait()
+        results.append(g.post(payload, msg_id="msg_race", timestamp=stamp))
+
+    threads = [threading.Thread(target=deliver) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    codes = sorted(r.status_code for r in results)
+    assert codes == [200, 200, 200, 200, 202], [r.text for r in results]
+    assert len({r.json()["id"] for r in results}) == 1
+    assert len(g.submissions()) == 1
+    assert len(g.score_messages()) == 1
+
+
+def test_lost_race_is_settled_by_the_unique_constraints(gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A delivery that looked before the winner committed inserts, hits the constraint, answers 200."""
+    import api_gateway.intake as intake
+
+    payload = gw.payload(submission_id="lms-late")
+    first = gw.post(payload)
+    assert first.status_code == 202
+    real = intake.find_existing_submission
+    calls: list[int] = []
+
+    def looked_too_early(*args, **kwargs):
+        calls.append(1)
+        return None if len(calls) == 1 else real(*args, **kwargs)
+
+    monkeypatch.setattr(intake, "find_existing_submission", looked_too_early)
+    late = gw.post(payload)  # new webhook id, same LMS submission id
+    assert late.status_code == 200 and late.json()["id"] == first.json()["id"]
+    assert len(calls) == 2
+    assert len(gw.submissions()) == 1 and len(gw.score_messages()) == 1
+
+
+def test_lms_without_api_key_identifies_itself_by_tenant(gw_sqlite: Gateway) -> None:
+    g = gw_sqlite
+    by_name = g.post(g.payload(), key=None, tenant="acme")
+    by_id = g.post(g.payload(), key=None, tenant=str(g.a.id))
+    assert by_name.status_code == 202 and by_id.status_code == 202
+    rows = g.submissions()
+    assert len(rows) == 2 and all(r.tenant_id == g.a.id for r in rows)
+
+
+STALE = datetime.now(timezone.utc) - timedelta(minutes=6)
+
+
+@pytest.mark.parametrize(
+    ("case", "kwargs", "code"),
+    [
+        ("tampered body", {"tamper": True}, "bad_signature"),
+        ("stale timestamp", {"timestamp": "stale"}, "stale_timestamp"),
+        ("future timestamp", {"timestamp": "future"}, "stale_timestamp"),
+        ("wrong secret", {"secret": "other"}, "bad_signature"),
+        ("other tenant's key", {"key": "lms_b"}, "bad_signature"),
+        ("unknown tenant", {"key": None, "tenant": "nope"}, "unknown_tenant"),
+        ("unknown tenant id", {"key": None, "tenant": str(uuid.uuid4())}, "unknown_tenant"),
+        ("no credentials", {"key": None}, "missing_credentials"),
+        ("unknown key", {"key": "apa_not-a-key"}, "invalid_api_key"),
+        ("revoked key", {"key": "revoked"}, "invalid_api_key"),
+        ("key and tenant disagree", {"tenant": "globex"}, "tenant_mismatch"),
+        ("no signature headers", {"strip": True}, "missing_signature"),
+    ],
+)
+def test_unauthenticated_deliveries_are_refused(gw_sqlite: Gateway, case: str, kwargs: dict, code: str) -> None:
+    g = gw_sqlite
+    kwargs = dict(kwargs)
+    if kwargs.get("timestamp") == "stale":
+        kwargs["timestamp"] = STALE
+    elif kwargs.get("timestamp") == "future":
+        kwargs["timestamp"] = datetime.now(timezone.utc) + timedelta(minutes=6)
+    if kwargs.get("secret") == "other":
+        kwargs["secret"] = g.b.secret
+    if kwargs.pop("strip", False):
+        resp = g.client.post(
+            "/v1/submissions", json=g.payload(), headers={g.settings.api_key_header: g.keys["lms_a"]}
+        )
+    else:
+        resp = g.post(g.payload(), **kwargs)
+    assert resp.status_code == 401, (case, resp.text)
+    detail = resp.json()["detail"]
+    assert detail["code"] == code and detail["message"], case
+    assert "www-authenticate" in resp.headers
+    assert_nothing_written(g)
+
+
+def test_stale_signature_on_postgres_writes_nothing(gw: Gateway) -> None:
+    resp = gw.post(gw.payload(), timestamp=STALE)
+    assert resp.status_code == 401 and resp.json()["detail"]["code"] == "stale_timestamp"
+    assert_nothing_written(gw)
+
+
+@pytest.mark.parametrize(
+    ("case", "overrides", "status", "code", "mentions"),
+    [
+        ("unknown word", {"reference_text": "We call it zzyzxqv"}, 422, "unknown_word", "ZZYZXQV"),
+        ("empty text", {"reference_text": "  ... "}, 422, "empty_reference", "no words"),
+        ("too many words", {"reference_text": " ".join(["bear"] * 61)}, 422, "reference_too_long", "61 words"),
+        ("phones do not fit", {"reference_phones": [["W", "IY1"]]}, 422, "bad_phones", "1 words"),
+        ("phones not ARPAbet", {"reference_text": "bear", "reference_phones": [["B", "XX"]]}, 422, "bad_phones", "XX"),
+        ("bucket not allowed", {"audio_uri": "s3://someone-elses-bucket/a.wav"}, 422, "bucket_not_allowed",
+         "someone-elses-bucket"),
+        ("missing object", {"audio_uri": "BUCKET/audio/missing.wav"}, 422, "object_not_found", "missing.wav"),
+        ("object too large", {"audio_uri": "BUCKET/audio/big.wav"}, 422, "object_too_large", "1001 bytes"),
+        ("bucket names no object", {"audio_uri": "BUCKET/"}, 422, "invalid_uri", "names no object"),
+        ("unsupported scheme", {"audio_uri": "http://x/y.wav"}, 422, "invalid_uri", "http"),
+        ("local path with S3 configured", {"audio_uri": "/etc/passwd"}, 422, "local_path_not_allowed", "s3://"),
+        ("bad granularity", {"granularity": "paragraph"}, 422, "invalid_request", "granularity"),
+        ("bad callback URL", {"callback_url": "ftp://lms.example/x"}, 422, "invalid_request", "callback_url"),
+        ("callback URL without host", {"callback_url": "https://"}, 422, "invalid_request", "callback_url"),
+        ("missing learner", {"learner_id": None}, 422, "invalid_request", "learner_id"),
+        ("blank course", {"course_id": "   "}, 422, "invalid_request", "course_id"),
+        ("text not a string", {"reference_text": ["a"]}, 422, "invalid_request", "reference_text"),
+    ],
+)
+def test_bad_inputs_are_refused_with_a_reason(
+    gw_sqlite: Gateway, case: str, overrides: dict, status: int, code: str, mentions: str
+) -> None:
+    g = gw_sqlite
+    overrides = {k: (v.replace("BUCKET", f"s3://{g.bucket}") if isinstance(v, str) else v) for k, v in overrides.items()}
+    payload = g.payload(**overrides)
+    payload = {k: v for k, v in payload.items() if v is not None}
+    resp = g.post(payload)
+    assert resp.status_code == status, (case, resp.text)
+    detail = resp.json()["detail"]
+    assert detail["code"] == code, (case, detail)
+    assert mentions in detail["message"], (case, detail)
+    assert_nothing_written(g)
+
+
+def test_malformed_and_oversized_bodies(gw_sqlite: Gateway) -> None:
+    g = gw_sqlite
+    not_json = g.post(None, body=b"{not json")
+    assert not_json.status_code == 422 and not_json.json()["detail"]["code"] == "invalid_json"
+    not_object = g.post(None, body=b"[1, 2]")
+    assert not_object.status_code == 422 and not_object.json()["detail"]["code"] == "invalid_json"
+    huge = g.post(g.payload(padding="x" * 70_000))
+    assert huge.status_code == 413 and huge.json()["detail"]["code"] == "body_too_large"
+    assert_nothing_written(g)
+
+
+def test_other_roles_may_not_submit(gw_sqlite: Gateway) -> None:
+    g = gw_sqlite
+    for key in ("teacher_a_c1", "ops"):
+        resp = g.post(g.payload(), key=key)
+        assert resp.status_code == 403 and resp.json()["detail"]["code"] == "role_not_allowed"
+    assert_nothing_written(g)
+
+
+def test_unknown_fields_are_ignored_and_phones_normalized(gw_sqlite: Gateway) -> None:
+    g = gw_sqlite
+    payload = g.payload(
+        reference_text="Zzyzx road", reference_phones=[["z", "ay1", "z", "ih0", "k", "s"], ["R", "OW1", "D"]],
+        lms_extra={"anything": 1}, granularity="sentence_word",
+    )
+    del payload["callback_url"], payload["assignment_id"]
+    resp = g.post(payload)
+    assert resp.status_code == 202, resp.text
+    [row] = g.submissions()
+    assert row.reference_phones == [["Z", "AY1", "Z", "IH0", "K", "S"], ["R", "OW1", "D"]]
+    assert row.granularity == "sentence_word" and row.callback_url is None and row.assignment_id is None
+
+
+def test_object_store_unreachable_is_503(gw_sqlite: Gateway) -> None:
+    g = gw_sqlite
+    dead = ObjectStore(
+        g.settings.effective_storage_root, endpoint_url=f"http://127.0.0.1:{free_port()}",
+        access_key_id="test", secret_access_key="test", max_attempts=1, connect_timeout_s=1,
+    )
+    client = TestClient(create_app(g.settings, sessions=g.sessions, store=dead))
+    body, headers = signed_json(g.a.secret, g.payload())
+    headers[g.settings.api_key_header] = g.keys["lms_a"]
+    resp = client.post("/v1/submissions", content=body, headers=headers)
+    assert resp.status_code == 503 and resp.json()["detail"]["code"] == "storage_unavailable"
+    assert_nothing_written(g)
+
+
+def test_broker_down_still_accepts_and_keeps_the_row(gw_sqlite: Gateway) -> None:
+    """The row is the record: a failed publish is logged and the sweeper re-publishes later."""
+    g = gw_sqlite
+    settings = g.settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{free_port()}/0"})
+    client = TestClient(create_app(settings, sessions=g.sessions, store=g.store))
+    body, headers = signed_json(g.a.secret, g.payload())
+    headers[g.settings.api_key_header] = g.keys["lms_a"]
+    started = time.monotonic()
+    resp = client.post("/v1/submissions", content=body, headers=headers)
+    assert resp.status_code == 202, resp.text
+    assert time.monotonic() - started < 15
+    [row] = g.submissions()
+    assert row.status is SubmissionStatus.queued
+
+
+def test_local_store_mode(sqlite_database: str, tmp_path: Path) -> None:
+    """Embedded mode: no S3 endpoint, local paths confined to the store root, filesystem broker."""
+    upgrade(sqlite_database)
+    settings = Settings(var_dir=tmp_path / "var", database_url=sqlite_database)
+    root = settings.effective_storage_root
+    (root / "audio").mkdir(parents=True)
+    (root / "audio" / "a.wav").write_bytes(b"RIFF0000")
+    (tmp_path / "outside.wav").write_bytes(b"RIFF0000")
+    engine = make_engine(sqlite_database)
+    sessions = make_session_factory(engine)
+    with session_scope(sessions) as s:
+        tenant = create_tenant(s, "embedded")
+        secret = tenant.webhook_secret
+        key = create_api_key(s, Role.lms, tenant=tenant)[1]
+    app = create_app(settings, sessions=sessions)
+    client = TestClient(app)
+
+    def post(uri: str, lms_id: str):
+        body, headers = signed_json(secret, {
+            "submission_id": lms_id, "learner_id": "l", "course_id": "c", "reference_text": "bear",
+            "audio_uri": uri,
+        })
+        headers["X-API-Key"] = key
+        return client.post("/v1/submissions", content=body, headers=headers)
+
+    assert post("audio/a.wav", "1").status_code == 202
+    assert post(f"file://{root / 'audio' / 'a.wav'}", "2").status_code == 202
+    assert post(str(root / "audio" / "a.wav"), "3").status_code == 202
+    outside = post(str(tmp_path / "outside.wav"), "4")
+    assert outside.status_code == 422 and outside.json()["detail"]["code"] == "access_denied"
+    escape = post("../../outside.wav", "5")
+    assert escape.status_code == 422 and escape.json()["detail"]["code"] == "access_denied"
+    missing = post("audio/none.wav", "6")
+    assert missing.status_code == 422 and missing.json()["detail"]["code"] == "object_not_found"
+    s3 = post("s3://not-allowed/x.wav", "7")
+    assert s3.status_code == 422 and s3.json()["detail"]["code"] == "bucket_not_allowed"
+    assert queue_depth(app.state.services.celery, "score") == 3
+    engine.dispose()

@@ -1,0 +1,1 @@
+"""Celery workers: scoring (`score` queue), LMS result delivery and the sweeper (`deliver`)."""

@@ -1,0 +1,69 @@
+"""Claiming submissions: the database decides who scores what.
+
+A Celery message only names one submission. The worker claims that row plus up to B-1 other
+queued rows in one transaction (`FOR UPDATE SKIP LOCKED` on Postgres; SQLite serialises writers),
+so the GPU sees full batches while prefetch stays at 1 and acks stay per message. Messages whose
+row was already claimed find it `running` or done and end as no-ops.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from db.models import Submission, SubmissionStatus, utcnow
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What the worker needs of a claimed row, detached from the session."""
+
+    id: uuid.UUID
+    attempt: int
+    audio_uri: str
+    reference_text: str
+    reference_phones: list[list[str]] | None
+    granularity: str
+
+
+def _take(session: Session, ids: list[uuid.UUID], now: datetime) -> list[Claim]:
+    """Conditional UPDATE ... RETURNING: only rows still queued are ours; the attempt counter
+    lives in the row because a redelivered message carries no count."""
+    if not ids:
+        return []
+    rows = session.execute(
+        update(Submission)
+        .where(Submission.id.in_(ids), Submission.status == SubmissionStatus.queued)
+        .values(status=SubmissionStatus.running, attempts=Submission.attempts + 1, started_at=now, updated_at=now)
+        .returning(Submission.id, Submission.attempts, Submission.audio_uri, Submission.reference_text,
+                   Submission.reference_phones, Submission.granularity)
+        .execution_options(synchronize_session=False)
+    ).all()
+    return [Claim(*row) for row in rows]
+
+
+def claim_batch(session: Session, first_id: uuid.UUID, batch_size: int) -> list[Claim]:
+    """Claim `first_id` (if still queued) and up to batch_size-1 of the oldest other queued rows."""
+    now = utcnow()
+    locking = session.get_bind().dialect.name == "postgresql"
+    first = select(Submission.id).where(Submission.id == first_id, Submission.status == SubmissionStatus.queued)
+    if locking:
+        first = first.with_for_update(skip_locked=True)
+    ids = list(session.scalars(first))
+    if batch_size > 1:
+        others = (
+            select(Submission.id)
+            .where(Submission.status == SubmissionStatus.queued, Submission.id != first_id)
+            .order_by(Submission.created_at)
+            .limit(batch_size - len(ids))
+        )
+        if locking:
+            others = others.with_for_update(skip_locked=True)
+        ids += list(session.scalars(others))
+    claims = _take(session, ids, now)
+    session.commit()
+    return sorted(claims, key=lambda c: (c.id != first_id, str(c.id)))

@@ -1,0 +1,98 @@
+"""The process's Qwen2-Audio with its active LoRA adapter, switched without a restart.
+
+Before each batch the pool reads the active adapter of its base model from the registry (one
+indexed query); when ops promote another version, the next batch downloads it once into a local
+cache and switches to it with peft, leaving the base weights in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from db.models import Adapter, AdapterStatus
+from fleet.settings import Settings
+from fleet.storage import ObjectStore
+
+log = logging.getLogger(__name__)
+
+
+def ensure_model_files(settings: Settings) -> str:
+    """The configured model path; in the embedded mode the tiny model is built on first use."""
+    path = settings.effective_model_path
+    if settings.uses_tiny_model and not (Path(path) / "config.json").exists():
+        from pronunciation.tiny_model import build_tiny_model
+
+        log.warning("building the tiny Qwen2-Audio at %s (random weights: its scores mean nothing)", path)
+        build_tiny_model(path)
+    return path
+
+
+def download_adapter(store: ObjectStore, uri: str, target: Path) -> Path:
+    """Copy an adapter folder (adapter_config.json + weights) from object storage to `target`."""
+    if (target / "adapter_config.json").exists():
+        return target
+    prefix = uri.rstrip("/") + "/"
+    objects = store.list(prefix)
+    if not objects:
+        raise FileNotFoundError(f"no adapter files under {prefix}")
+    part = target.with_name(target.name + ".part")
+    part.mkdir(parents=True, exist_ok=True)
+    for obj in objects:
+        rel = obj.uri[len(prefix):]
+        (part / rel).parent.mkdir(parents=True, exist_ok=True)
+        (part / rel).write_bytes(store.get(obj.uri))
+    part.rename(target)
+    return target
+
+
+class ModelPool:
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session], store: ObjectStore) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.store = store
+        self._model = None
+        self._lock = threading.Lock()
+
+    @property
+    def base_model(self) -> str:
+        return self.settings.effective_model_path if not self.settings.uses_tiny_model else "tiny-qwen2-audio"
+
+    def model(self):
+        with self._lock:
+            if self._model is None:
+                from pronunciation.runtime import ScoringModel
+
+                self._model = ScoringModel.load(ensure_model_files(self.settings), device=self.settings.device)
+            return self._model
+
+    def active_adapter(self) -> tuple[str, str] | None:
+        with self.sessions() as s:
+            row = s.execute(
+                select(Adapter.version, Adapter.uri).where(
+                    Adapter.base_model == self.base_model, Adapter.status == AdapterStatus.active
+                )
+            ).first()
+        return (row.version, row.uri) if row else None
+
+    def ready_model(self):
+        """The model with the registry's active adapter switched in (or none when none is active)."""
+        model = self.model()
+        wanted = self.active_adapter()
+        current = model.active_adapter_version
+        if wanted is None:
+            if current is not None:
+                model.activate(None)
+            return model
+        version, uri = wanted
+        if current != version:
+            if version not in model.adapter_versions:
+                local = download_adapter(self.store, uri, self.settings.var_dir.resolve() / "cache" / "adapters" / version)
+                model.load_adapter(str(local), version)
+            model.activate(version)
+            log.info("scoring with adapter %s", version)
+        return model

@@ -1,0 +1,132 @@
+"""Writing a result: every score row, the raw text, the adapter version and the status in ONE
+transaction, guarded so that a worker that lost its claim (the sweeper gave the row to another
+attempt) writes nothing."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from db.models import (
+    Delivery,
+    PhoneScore,
+    SentenceScore,
+    Submission,
+    SubmissionStatus,
+    Tenant,
+    WordScore,
+    utcnow,
+)
+from db.results import submission_result
+from pronunciation.assess import AssessmentResult
+from pronunciation.schema import Score
+
+RESULT_EVENT = "submission.completed"
+
+
+def _pair(score: Score | None) -> tuple[int | None, float | None]:
+    return (score.value, score.expected) if score is not None else (None, None)
+
+
+def _own(session: Session, sub_id: uuid.UUID, attempt: int, **values) -> bool:
+    """Conditional state change: only the holder of attempt `attempt` may finish the row."""
+    res = session.execute(
+        update(Submission)
+        .where(Submission.id == sub_id, Submission.status == SubmissionStatus.running, Submission.attempts == attempt)
+        .values(updated_at=utcnow(), **values)
+        .execution_options(synchronize_session=False)
+    )
+    return res.rowcount == 1
+
+
+def _enqueue_delivery(session: Session, sub: Submission) -> uuid.UUID | None:
+    tenant = session.get(Tenant, sub.tenant_id)
+    url = sub.callback_url or (tenant.callback_url if tenant else None)
+    if not url:
+        return None
+    delivery = Delivery(
+        submission_id=sub.id, tenant_id=sub.tenant_id, url=url, event_type=RESULT_EVENT,
+        payload={"type": RESULT_EVENT, "data": submission_result(sub)},
+    )
+    session.add(delivery)
+    session.flush()
+    return delivery.id
+
+
+def save_scores(
+    session: Session, sub_id: uuid.UUID, attempt: int, result: AssessmentResult, *, model_name: str, model_ms: float
+) -> uuid.UUID | None | bool:
+    """Store a scored result; returns the delivery id to publish (None if no callback), or False if
+    the claim was lost and nothing was written."""
+    a = result.assessment
+    now = utcnow()
+    if not _own(session, sub_id, attempt, status=SubmissionStatus.scored, finished_at=now,
+                raw_output=result.raw_text, adapter_version=result.adapter_version,
+                model_name=model_name, model_ms=model_ms, error_code=None, error_message=None):
+        session.rollback()
+        return False
+    if a.sentence is not None:
+        s = a.sentence
+        row = SentenceScore(submission_id=sub_id)
+        for aspect in ("accuracy", "fluency", "prosody", "completeness", "total"):
+            value, expected = _pair(getattr(s, aspect))
+            setattr(row, aspect, value)
+            setattr(row, f"{aspect}_expected", expected)
+        session.add(row)
+    for i, w in enumerate(a.words):
+        word = WordScore(submission_id=sub_id, position=i, text=w.text)
+        for aspect in ("accuracy", "stress", "total"):
+            value, expected = _pair(getattr(w, aspect))
+            setattr(word, aspect, value)
+            setattr(word, f"{aspect}_expected", expected)
+        word.phones = [
+            PhoneScore(submission_id=sub_id, position=j, phone=p.phone,
+                       accuracy=p.accuracy.value, accuracy_expected=p.accuracy.expected)
+            for j, p in enumerate(w.phones)
+        ]
+        session.add(word)
+    session.flush()
+    sub = session.scalar(select(Submission).where(Submission.id == sub_id).execution_options(populate_existing=True))
+    delivery_id = _enqueue_delivery(session, sub)
+    session.commit()
+    return delivery_id
+
+
+def mark_failed(session: Session, sub_id: uuid.UUID, attempt: int | None, code: str, message: str) -> uuid.UUID | None:
+    """End a submission as `failed` with its code (bad input is never retried)."""
+    values = dict(status=SubmissionStatus.failed, finished_at=utcnow(), error_code=code, error_message=message[:2000])
+    if attempt is None:  # the sweeper dead-letters whatever state the row is in
+        ok = session.execute(
+            update(Submission).where(Submission.id == sub_id, Submission.status.in_(
+                [SubmissionStatus.queued, SubmissionStatus.running])).values(updated_at=utcnow(), **values)
+        ).rowcount == 1
+    else:
+        ok = _own(session, sub_id, attempt, **values)
+    if not ok:
+        session.rollback()
+        return None
+    sub = session.scalar(select(Submission).where(Submission.id == sub_id).execution_options(populate_existing=True))
+    delivery_id = _enqueue_delivery(session, sub)
+    session.commit()
+    return delivery_id
+
+
+def release(session: Session, sub_id: uuid.UUID, attempt: int) -> bool:
+    """Give a claimed row back to the queue after a transient fault (the retry claims it again)."""
+    ok = _own(session, sub_id, attempt, status=SubmissionStatus.queued)
+    session.commit()
+    return ok
+
+
+def backoff_s(attempt: int, base: float = 2.0, cap: float = 300.0) -> float:
+    """Exponential backoff with full jitter: spreads retries of a fleet that failed together."""
+    import random
+
+    return random.uniform(0, min(cap, base * 2 ** max(0, attempt - 1)))
+
+
+def next_attempt_time(attempt: int):
+    return utcnow() + timedelta(seconds=backoff_s(attempt))

@@ -1,0 +1,112 @@
+"""One scoring round, as DESIGN.md's data flow describes it: claim a batch, fetch and validate each
+recording, score the valid ones in one batched model call, store each result in one transaction.
+
+Bad input ends `failed` with its code at once; a transient fault (object store, database) gives the
+row back to the queue with a backoff; nothing is lost and nothing is scored twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from fleet.settings import Settings
+from fleet.storage import ObjectStore, StorageError, StorageUnavailable
+from pronunciation.assess import AssessmentRequest, assess
+from pronunciation.audio import load_audio
+from pronunciation.errors import PronunciationInputError
+from pronunciation.lexicon import build_reference
+from pronunciation.schema import Granularity
+from workers.claim import Claim, claim_batch
+from workers.persist import backoff_s, mark_failed, release, save_scores
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RoundReport:
+    scored: list[uuid.UUID] = field(default_factory=list)
+    failed: dict[uuid.UUID, str] = field(default_factory=dict)
+    retry: dict[uuid.UUID, float] = field(default_factory=dict)  # id -> countdown seconds
+    deliveries: list[uuid.UUID] = field(default_factory=list)
+    model_ms: float = 0.0
+
+
+class _BadInput(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _prepare(claim: Claim, settings: Settings, store: ObjectStore) -> AssessmentRequest:
+    try:
+        granularity = Granularity(claim.granularity)
+    except ValueError:
+        raise _BadInput("bad_granularity", f"unknown granularity {claim.granularity!r}") from None
+    try:
+        reference = build_reference(claim.reference_text, claim.reference_phones,
+                                    max_words=settings.max_reference_words)
+        data = store.get(claim.audio_uri, max_bytes=settings.max_audio_bytes)
+        audio = load_audio(data, max_seconds=settings.max_audio_seconds, min_seconds=settings.min_audio_seconds)
+    except StorageUnavailable:
+        raise
+    except StorageError as exc:
+        raise _BadInput(exc.code, str(exc)) from None
+    except PronunciationInputError as exc:
+        raise _BadInput(exc.code, exc.message) from None
+    return AssessmentRequest(audio=audio, reference=reference, granularity=granularity)
+
+
+def score_round(
+    first_id: uuid.UUID, *, settings: Settings, sessions: sessionmaker[Session], store: ObjectStore, pool
+) -> RoundReport:
+    report = RoundReport()
+    with sessions() as s:
+        claims = claim_batch(s, first_id, settings.score_batch_size)
+    ready: list[tuple[Claim, AssessmentRequest]] = []
+    for claim in claims:
+        try:
+            if claim.attempt > settings.max_attempts:
+                raise _BadInput("attempts_exhausted", f"gave up after {claim.attempt - 1} attempts")
+            ready.append((claim, _prepare(claim, settings, store)))
+        except _BadInput as exc:
+            with sessions() as s:
+                if (d := mark_failed(s, claim.id, claim.attempt, exc.code, str(exc))) is not None:
+                    report.deliveries.append(d)
+            report.failed[claim.id] = exc.code
+        except StorageUnavailable as exc:
+            log.warning("transient storage fault for %s: %s", claim.id, exc)
+            _give_back(sessions, claim, report)
+    if not ready:
+        return report
+    try:
+        model = pool.ready_model()
+        t0 = time.perf_counter()
+        results = assess(model, [req for _, req in ready])
+        report.model_ms = (time.perf_counter() - t0) * 1000
+    except Exception:
+        log.exception("model failure on a batch of %d; giving the rows back", len(ready))
+        for claim, _ in ready:
+            _give_back(sessions, claim, report)
+        return report
+    per_item_ms = report.model_ms / len(ready)
+    for (claim, _), result in zip(ready, results, strict=True):
+        with sessions() as s:
+            outcome = save_scores(s, claim.id, claim.attempt, result, model_name=pool.base_model, model_ms=per_item_ms)
+        if outcome is False:
+            log.warning("lost the claim on %s (attempt %d); result dropped", claim.id, claim.attempt)
+            continue
+        report.scored.append(claim.id)
+        if outcome is not None:
+            report.deliveries.append(outcome)
+    return report
+
+
+def _give_back(sessions: sessionmaker[Session], claim: Claim, report: RoundReport) -> None:
+    with sessions() as s:
+        if release(s, claim.id, claim.attempt):
+            report.retry[claim.id] = backoff_s(claim.attempt)

@@ -1,0 +1,67 @@
+"""Celery tasks: thin wrappers that run the round/sweep/delivery logic and publish follow-ups."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import httpx
+from sqlalchemy.exc import OperationalError
+
+from fleet.queue import DELIVER_DUE_TASK, DELIVER_TASK, SCORE_TASK, SWEEP_TASK, publish
+from workers import resources
+from workers.celery_app import app
+from workers.delivery import deliver, due_deliveries
+from workers.scoring import score_round
+from workers.sweeper import sweep
+
+log = logging.getLogger(__name__)
+
+
+def _publish_deliveries(ids) -> None:
+    for delivery_id in ids:
+        publish(app, DELIVER_TASK, str(delivery_id))
+
+
+@app.task(name=SCORE_TASK, bind=True, autoretry_for=(OperationalError,), retry_backoff=True,
+          retry_backoff_max=300, retry_jitter=True, max_retries=8)
+def score(self, submission_id: str) -> dict:
+    report = score_round(
+        uuid.UUID(submission_id), settings=resources.settings(), sessions=resources.sessions(),
+        store=resources.store(), pool=resources.model_pool(),
+    )
+    _publish_deliveries(report.deliveries)
+    for sub_id, countdown in report.retry.items():
+        publish(app, SCORE_TASK, str(sub_id), countdown=countdown)
+    return {"scored": len(report.scored), "failed": len(report.failed), "retry": len(report.retry)}
+
+
+@app.task(name=DELIVER_TASK, bind=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=8)
+def deliver_task(self, delivery_id: str) -> None:
+    with resources.sessions()() as s, httpx.Client() as http:
+        retry_in = deliver(s, uuid.UUID(delivery_id), http)
+    if retry_in is not None:
+        publish(app, DELIVER_TASK, delivery_id, countdown=retry_in)
+
+
+@app.task(name=DELIVER_DUE_TASK)
+def deliver_due() -> int:
+    """Beat: sends outbox rows whose message was lost (the outbox row is the record)."""
+    with resources.sessions()() as s:
+        ids = due_deliveries(s)
+    _publish_deliveries(ids)
+    return len(ids)
+
+
+@app.task(name=SWEEP_TASK)
+def sweep_task() -> dict:
+    cfg = resources.settings()
+    with resources.sessions()() as s:
+        report = sweep(s, republish_after_s=cfg.republish_after_s, stuck_after_s=cfg.stuck_after_s,
+                       max_attempts=cfg.max_attempts)
+    for sub_id in report.republished:
+        publish(app, SCORE_TASK, str(sub_id))
+    _publish_deliveries(report.deliveries)
+    if report.republished or report.dead_lettered:
+        log.warning("sweeper: re-published %d, dead-lettered %d", len(report.republished), len(report.dead_lettered))
+    return {"republished": len(report.republished), "dead_lettered": len(report.dead_lettered)}
