@@ -4,7 +4,6 @@ database connections or model)."""
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -41,13 +40,6 @@ def sessions() -> sessionmaker[Session]:
 
 def store() -> ObjectStore:
     return _resources.get("store", lambda: ObjectStore.from_settings(settings()))
-
-
-@lru_cache
-def _model_lock():
-    import threading
-
-    return threading.Lock()
 
 
 def model_pool():

@@ -6,7 +6,7 @@ from functools import lru_cache
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from fleet.checks import ConfigError, check_database, fail, load_settings
+from fleet.checks import ConfigError, check_database, check_storage, fail, load_settings
 from fleet.settings import Settings
 
 
@@ -29,3 +29,14 @@ def sessions() -> sessionmaker[Session]:
     except ConfigError as exc:
         fail(exc)
     return make_session_factory(make_engine(cfg.effective_database_url))
+
+
+def checked_settings() -> Settings:
+    """Settings whose database and object store answer (one clear error and exit 2 otherwise)."""
+    cfg = settings()
+    try:
+        check_database(cfg)
+        check_storage(cfg)
+    except ConfigError as exc:
+        fail(exc)
+    return cfg

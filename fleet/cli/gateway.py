@@ -6,8 +6,7 @@ from typing import Annotated
 
 import typer
 
-from fleet.checks import ConfigError, check_database, check_storage, fail
-from fleet.cli.context import settings
+from fleet.cli.context import checked_settings
 
 
 def gateway(
@@ -16,12 +15,7 @@ def gateway(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Run the HTTP gateway: signed LMS submissions in, score history out (no torch in this process)."""
-    cfg = settings()
-    try:
-        check_database(cfg)
-        check_storage(cfg)
-    except ConfigError as exc:
-        fail(exc)
+    cfg = checked_settings()
     import uvicorn
 
     from api_gateway.app import create_app

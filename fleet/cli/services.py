@@ -17,19 +17,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from fleet.checks import ConfigError, check_database, check_storage, fail
-from fleet.cli.context import settings
+from fleet.cli.context import checked_settings, settings
 
 console = Console()
-
-
-def _checked() -> None:
-    cfg = settings()
-    try:
-        check_database(cfg)
-        check_storage(cfg)
-    except ConfigError as exc:
-        fail(exc)
 
 
 def worker(
@@ -39,7 +29,7 @@ def worker(
     loglevel: str = "INFO",
 ) -> None:
     """Run a Celery worker on the given queues."""
-    _checked()
+    checked_settings()
     names = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = set(names) - {"score", "deliver", "train"}
     if unknown:
@@ -71,8 +61,7 @@ def run(
     """Gateway, score worker, delivery worker and beat together, on this machine."""
     from fleet.migrate import upgrade
 
-    _checked()
-    cfg = settings()
+    cfg = checked_settings()
     upgrade(cfg.effective_database_url)
     procs = [
         _spawn(["gateway"]),
