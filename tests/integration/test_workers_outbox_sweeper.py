@@ -1,0 +1,136 @@
+"""Callback delivery from the outbox and the sweeper, on SQLite and Postgres, over real HTTP."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+from sqlalchemy import update
+from standardwebhooks import Webhook
+
+from db.accounts import create_tenant
+from db.engine import session_scope
+from db.models import Delivery, DeliveryStatus, Submission, SubmissionStatus, utcnow
+from workers.delivery import MAX_DELIVERY_ATTEMPTS, deliver, due_deliveries
+from workers.sweeper import sweep
+
+
+class Receiver:
+    """Answers with the next status code of a script, records what it got."""
+
+    def __init__(self, script: list[int]) -> None:
+        self.script, self.got = list(script), []
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers["content-length"]))
+                outer.got.append((body, {k.lower(): v for k, v in self.headers.items()}))
+                self.send_response(outer.script.pop(0) if outer.script else 200)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/cb"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def outbox(session_factory):
+    def make(script: list[int]):
+        receiver = Receiver(script)
+        with session_scope(session_factory) as s:
+            tenant = create_tenant(s, f"t-{uuid.uuid4().hex[:6]}", callback_url=receiver.url)
+            sub = Submission(tenant_id=tenant.id, lms_submission_id="x", learner_id="l", course_id="c",
+                             reference_text="HI", audio_uri="a.wav", granularity="full", status=SubmissionStatus.scored)
+            s.add(sub)
+            s.flush()
+            d = Delivery(submission_id=sub.id, tenant_id=tenant.id, url=receiver.url, event_type="submission.completed",
+                         payload={"type": "submission.completed", "data": {"id": str(sub.id)}})
+            s.add(d)
+            s.flush()
+            return receiver, d.id, tenant.webhook_secret
+    return make
+
+
+def _make_due(session_factory, delivery_id) -> None:
+    with session_scope(session_factory) as s:
+        s.execute(update(Delivery).where(Delivery.id == delivery_id).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+
+
+def test_signed_delivery_retries_5xx_then_succeeds(session_factory, outbox) -> None:
+    receiver, did, secret = outbox([503, 429])
+    with httpx.Client() as http:
+        for expected_status in (DeliveryStatus.pending, DeliveryStatus.pending, DeliveryStatus.delivered):
+            with session_factory() as s:
+                retry_in = deliver(s, did, http)
+                assert s.get(Delivery, did).status == expected_status
+            assert (retry_in is None) == (expected_status is DeliveryStatus.delivered)
+            with session_factory() as s:  # not due before its backoff: nothing is sent
+                assert deliver(s, did, http) is None
+            _make_due(session_factory, did)
+    assert len(receiver.got) == 3
+    ids = {h["webhook-id"] for _, h in receiver.got}
+    assert ids == {str(did)}  # stable across retries so the LMS can de-duplicate
+    body, headers = receiver.got[-1]
+    assert Webhook(secret).verify(body, headers)["data"]["id"]
+
+
+def test_client_error_stops_delivery(session_factory, outbox) -> None:
+    receiver, did, _ = outbox([410])
+    with session_factory() as s, httpx.Client() as http:
+        assert deliver(s, did, http) is None
+        row = s.get(Delivery, did)
+        assert (row.status, row.last_status_code, row.attempts) == (DeliveryStatus.failed, 410, 1)
+        assert due_deliveries(s) == []
+
+
+def test_delivery_gives_up_after_the_limit(session_factory, outbox) -> None:
+    receiver, did, _ = outbox([500] * MAX_DELIVERY_ATTEMPTS)
+    with httpx.Client() as http:
+        for _ in range(MAX_DELIVERY_ATTEMPTS):
+            _make_due(session_factory, did)
+            with session_factory() as s:
+                deliver(s, did, http)
+    with session_factory() as s:
+        assert s.get(Delivery, did).status == DeliveryStatus.failed
+    assert len(receiver.got) == MAX_DELIVERY_ATTEMPTS
+
+
+def test_sweeper_republishes_requeues_and_dead_letters(session_factory) -> None:
+    old = utcnow() - timedelta(seconds=100)
+    with session_scope(session_factory) as s:
+        tenant = create_tenant(s, "t")
+
+        def sub(name, status, attempts, updated_at):
+            row = Submission(tenant_id=tenant.id, lms_submission_id=name, learner_id="l", course_id="c",
+                             reference_text="HI", audio_uri="a.wav", granularity="full", status=status,
+                             attempts=attempts, updated_at=updated_at)
+            s.add(row)
+            s.flush()
+            return row.id
+
+        lost_msg = sub("lost", SubmissionStatus.queued, 0, old)
+        dead_worker = sub("dead", SubmissionStatus.running, 1, old)
+        exhausted = sub("exhausted", SubmissionStatus.running, 5, old)
+        fresh = sub("fresh", SubmissionStatus.running, 1, utcnow())
+        done = sub("done", SubmissionStatus.scored, 1, old)
+    with session_factory() as s:
+        report = sweep(s, republish_after_s=50, stuck_after_s=50, max_attempts=5)
+    assert set(report.republished) == {lost_msg, dead_worker}
+    assert report.dead_lettered == [exhausted]
+    with session_factory() as s:
+        status = {i: (s.get(Submission, i).status, s.get(Submission, i).error_code)
+                  for i in (lost_msg, dead_worker, exhausted, fresh, done)}
+    assert status[dead_worker] == (SubmissionStatus.queued, None)
+    assert status[exhausted] == (SubmissionStatus.failed, "attempts_exhausted")
+    assert status[fresh][0] == SubmissionStatus.running and status[done][0] == SubmissionStatus.scored
+    with session_factory() as s:  # a second sweep right away finds nothing new
+        again = sweep(s, republish_after_s=50, stuck_after_s=50, max_attempts=5)
+    assert again.republished == [] and again.dead_lettered == []
