@@ -29,7 +29,8 @@ ROUTES = {
     DELIVER_DUE_TASK: {"queue": DELIVER_QUEUE},
     SWEEP_TASK: {"queue": DELIVER_QUEUE},
     TRAIN_TASK: {"queue": TRAIN_QUEUE},
-    DISCOVER_BATCHES_TASK: {"queue": TRAIN_QUEUE},
+    # Discovery runs beside beat on the light queue, not behind an hours-long training run.
+    DISCOVER_BATCHES_TASK: {"queue": DELIVER_QUEUE},
 }
 
 
@@ -73,6 +74,7 @@ def make_celery(settings: Settings) -> Celery:
         beat_schedule={
             "sweep-stuck-submissions": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_s},
             "deliver-due-callbacks": {"task": DELIVER_DUE_TASK, "schedule": settings.deliver_poll_interval_s},
+            "discover-annotation-batches": {"task": DISCOVER_BATCHES_TASK, "schedule": settings.discover_interval_s},
         },
     )
     return app

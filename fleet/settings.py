@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     stuck_after_s: float = 960
     sweep_interval_s: float = 30.0
     deliver_poll_interval_s: float = 10.0
+    discover_interval_s: float = 300.0
     score_batch_size: int = 8
 
     gateway_host: str = "127.0.0.1"
@@ -106,6 +107,11 @@ class Settings(BaseSettings):
     @property
     def uses_tiny_model(self) -> bool:
         return not self.model_path
+
+    @property
+    def registry_base_model(self) -> str:
+        """The adapter registry's key for the base model (adapters only fit the model they were trained on)."""
+        return self.effective_model_path if not self.uses_tiny_model else "tiny-qwen2-audio"
 
 
 @lru_cache

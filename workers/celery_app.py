@@ -14,7 +14,7 @@ from fleet.queue import make_celery
 from fleet.settings import get_settings
 
 app = make_celery(get_settings())
-app.conf.include = ["workers.tasks"]
+app.conf.include = ["workers.tasks", "training_jobs.tasks"]
 
 log = logging.getLogger(__name__)
 

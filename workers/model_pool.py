@@ -60,7 +60,7 @@ class ModelPool:
 
     @property
     def base_model(self) -> str:
-        return self.settings.effective_model_path if not self.settings.uses_tiny_model else "tiny-qwen2-audio"
+        return self.settings.registry_base_model
 
     def model(self):
         with self._lock:

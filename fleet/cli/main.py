@@ -10,6 +10,7 @@ from fleet.cli.gateway import gateway
 from fleet.cli.demo import demo
 from fleet.cli.score import score
 from fleet.cli.services import run, worker
+from fleet.cli.train import train
 
 app = typer.Typer(help="apa-fleet: pronunciation assessment for learning platforms.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -20,6 +21,7 @@ app.command()(score)
 app.command()(worker)
 app.command()(run)
 app.command()(demo)
+app.command()(train)
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,461 @@
+"""One training job, end to end, recorded in its `training_jobs` row as it goes.
+
+    queued -> running -> succeeded | failed
+
+    batches -> dataset (speaker-disjoint split) -> LoRA SFT (-> SimPO) -> checkpoints
+            -> evaluate candidate and baseline on the held-out set -> adapter + metrics to storage
+            -> candidate row (+ automatic promotion through the gate) -> report -> succeeded
+
+Postgres is the record, as for scoring. A worker that dies (SIGKILL, OOM, node loss) leaves the
+row `running` with its last `checkpoint_uri`; running the job again (redelivery, the discovery
+beat's sweep, `apa-fleet train --job ID`) resumes from that checkpoint and replays exactly the
+remaining steps. The data set is pinned at the first attempt (the batch ids are stored in the
+row), so batches registered in between cannot change what a resumed job trains on. Every run
+counts an attempt; past `max_job_attempts` the job fails for good instead of crash-looping.
+
+On Postgres a session-level advisory lock, held on its own connection for the whole run, makes
+sure one job runs in one place; the lock dies with the process, which is also how the sweep tells
+a crashed `running` job (lock free) from a live one. SQLite (embedded mode) has one worker.
+
+Trigger helpers `create_job` and `maybe_trigger` import no torch (the gateway and the beat use
+them); the training modules are imported inside `run_training_job`.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import shutil
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import flag_modified
+
+from db.engine import session_scope
+from db.models import Adapter, AnnotationBatch, BatchStatus, JobStatus, TrainingJob
+from fleet.settings import Settings
+from fleet.storage import ObjectStore
+from training_jobs.config import TrainingDefaults, resolve_params
+
+log = logging.getLogger(__name__)
+
+LOG_MAX_CHARS = 64_000
+ProgressFn = Callable[[int, int, float, float], None]
+
+
+class TrainingError(RuntimeError):
+    """A job that cannot succeed as configured (no data, one speaker, ...): fails without retry."""
+
+
+# -- triggers (no torch) ----------------------------------------------------------------------
+
+
+def create_job(session: Session, trigger: str, params: dict[str, Any] | None = None,
+               defaults: TrainingDefaults | None = None) -> TrainingJob:
+    """A queued job; params are checked now (ParamsError names a bad key). The caller commits
+    and then publishes TRAIN_TASK with the job id."""
+    resolve_params(defaults or TrainingDefaults(), params)
+    job = TrainingJob(trigger=trigger, params=dict(params or {}), status=JobStatus.queued)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def unused_accepted_items(session: Session) -> int:
+    """Accepted utterances in batches that no successful job has used yet."""
+    return int(session.scalar(
+        select(func.coalesce(func.sum(AnnotationBatch.n_accepted), 0)).where(
+            AnnotationBatch.status.in_([BatchStatus.accepted, BatchStatus.partial]),
+            AnnotationBatch.used_by_job_id.is_(None),
+        )
+    ) or 0)
+
+
+def maybe_trigger(session: Session, settings: TrainingDefaults) -> TrainingJob | None:
+    """Create a `threshold` job when enough new accepted utterances wait and no job is pending."""
+    pending = session.scalar(
+        select(func.count()).select_from(TrainingJob).where(TrainingJob.status.in_([JobStatus.queued, JobStatus.running]))
+    )
+    if pending:
+        return None
+    n = unused_accepted_items(session)
+    if n < settings.trigger_threshold:
+        return None
+    # A threshold job that failed on the same data would fail again: wait for a new batch.
+    last_failed = session.scalar(
+        select(func.max(TrainingJob.created_at)).where(TrainingJob.trigger == "threshold",
+                                                       TrainingJob.status == JobStatus.failed)
+    )
+    newest_batch = session.scalar(
+        select(func.max(AnnotationBatch.validated_at)).where(
+            AnnotationBatch.status.in_([BatchStatus.accepted, BatchStatus.partial]))
+    )
+    if last_failed is not None and newest_batch is not None and newest_batch <= last_failed:
+        log.warning("not re-triggering: the last threshold job failed and no batch was accepted since")
+        return None
+    job = create_job(session, "threshold", {}, settings)
+    log.info("%d new accepted utterances >= %d: created training job %s", n, settings.trigger_threshold, job.id)
+    return job
+
+
+# -- one run at a time ------------------------------------------------------------------------
+
+
+def _lock_key(job_id: uuid.UUID) -> int:
+    return int.from_bytes(job_id.bytes[:8], "big", signed=True)
+
+
+@contextmanager
+def job_lock(engine: Engine, job_id: uuid.UUID) -> Iterator[bool]:
+    """Yields True when this process may run the job (Postgres advisory lock; always True elsewhere)."""
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    key = _lock_key(job_id)
+    conn = engine.connect()
+    got = False
+    try:
+        got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+        conn.commit()
+        yield got
+    finally:
+        try:
+            if got:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+        finally:
+            conn.close()
+
+
+def lock_is_free(engine: Engine, job_id: uuid.UUID) -> bool:
+    """True when no live process runs this job (Postgres). SQLite cannot tell, so it answers False."""
+    if engine.dialect.name != "postgresql":
+        return False
+    with job_lock(engine, job_id) as got:
+        return got
+
+
+def jobs_to_wake(session: Session, defaults: TrainingDefaults) -> list[uuid.UUID]:
+    """Jobs whose message may be lost: queued for too long, or `running` with nobody holding the lock."""
+    cutoff = datetime.now(timezone.utc) - timedelta(seconds=defaults.stuck_queued_after_s)
+    queued = session.scalars(
+        select(TrainingJob.id).where(TrainingJob.status == JobStatus.queued, TrainingJob.created_at < cutoff)
+    ).all()
+    running = session.scalars(select(TrainingJob.id).where(TrainingJob.status == JobStatus.running)).all()
+    engine = session.get_bind()
+    return list(queued) + [j for j in running if lock_is_free(engine, j)]
+
+
+# -- the job row ----------------------------------------------------------------------------
+
+
+class JobRecorder:
+    """Writes progress, log lines and results to the job row, each in its own short transaction."""
+
+    def __init__(self, sessions: sessionmaker[Session], job_id: uuid.UUID, *, interval_s: float = 2.0,
+                 on_log: Callable[[str], None] | None = None) -> None:
+        self.sessions = sessions
+        self.job_id = job_id
+        self.interval_s = interval_s
+        self.on_log = on_log
+        self._last_progress = 0.0
+
+    def update(self, log_line: str | None = None, **fields: Any) -> None:
+        with session_scope(self.sessions) as s:
+            job = s.get(TrainingJob, self.job_id)
+            for k, v in fields.items():
+                setattr(job, k, v)
+            if log_line is not None:
+                stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+                job.log = ((job.log or "") + f"{stamp} {log_line}\n")[-LOG_MAX_CHARS:]
+        if log_line is not None:
+            log.info("job %s: %s", self.job_id, log_line)
+            if self.on_log is not None:
+                self.on_log(log_line)
+
+    def log(self, line: str) -> None:
+        self.update(line)
+
+    def progress(self, step: int, total: int, epoch: float, loss: float) -> None:
+        now = time.monotonic()
+        if step < total and now - self._last_progress < self.interval_s:
+            return
+        self._last_progress = now
+        self.update(step=step, total_steps=total, epoch=round(epoch, 4), latest_loss=float(loss))
+
+    def fail(self, exc: BaseException) -> None:
+        what = f"{type(exc).__name__}: {exc}"
+        where = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:]).strip()
+        log.error("job %s failed: %s\n%s", self.job_id, what, where)
+        self.update(f"failed: {what}", status=JobStatus.failed, error=what[:4000], finished_at=datetime.now(timezone.utc))
+
+
+# -- the job --------------------------------------------------------------------------------
+
+
+@dataclass
+class JobOutcome:
+    job_id: uuid.UUID
+    status: JobStatus
+    adapter_version: str | None = None
+    promoted: bool = False
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def job_prefix(store: ObjectStore, settings: Settings, job_id: uuid.UUID) -> str:
+    return store.service_uri(settings.bucket, f"training/{job_id}")
+
+
+def model_files(settings: Settings) -> str:
+    """The base model path; the embedded mode builds the tiny model on first use (as workers do)."""
+    path = settings.effective_model_path
+    if settings.uses_tiny_model and not (Path(path) / "config.json").exists():
+        from pronunciation.tiny_model import build_tiny_model
+
+        log.warning("building the tiny Qwen2-Audio at %s (random weights: its scores mean nothing)", path)
+        build_tiny_model(path)
+    return path
+
+
+def run_training_job(
+    job_id: uuid.UUID | str,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    store: ObjectStore,
+    progress: ProgressFn | None = None,
+    *,
+    defaults: TrainingDefaults | None = None,
+    on_log: Callable[[str], None] | None = None,
+    retry_failed: bool = False,
+) -> JobOutcome | None:
+    """Run (or resume) a job to the end. Returns None when another process holds the job.
+
+    A content error (no data, bad params...) marks the job failed and is raised again; a kill or
+    KeyboardInterrupt leaves it `running` for a resume. A `failed` job only runs again with
+    `retry_failed` (an operator's decision, e.g. `apa-fleet train --job`): a stale duplicate
+    queue message must not restart it.
+    """
+    defaults = defaults or TrainingDefaults()
+    job_id = uuid.UUID(str(job_id))
+    engine = sessions.kw.get("bind")
+    if engine is None:
+        with sessions() as s:
+            engine = s.get_bind()
+    with job_lock(engine, job_id) as got:
+        if not got:
+            log.info("job %s runs elsewhere (lock held)", job_id)
+            return None
+        rec = JobRecorder(sessions, job_id, interval_s=defaults.progress_interval_s, on_log=on_log)
+        with session_scope(sessions) as s:
+            job = s.get(TrainingJob, job_id)
+            if job is None:
+                raise LookupError(f"no training job {job_id}")
+            if job.status == JobStatus.succeeded or (job.status == JobStatus.failed and not retry_failed):
+                return JobOutcome(job_id, job.status, job.metrics.get("adapter_version"),
+                                  bool(job.metrics.get("promoted")), job.metrics)
+            if job.attempts >= defaults.max_job_attempts:
+                job.status = JobStatus.failed
+                job.error = f"gave up after {job.attempts} attempts (max_job_attempts={defaults.max_job_attempts})"
+                job.finished_at = datetime.now(timezone.utc)
+                return JobOutcome(job_id, JobStatus.failed)
+            job.attempts += 1
+            job.status = JobStatus.running
+            job.started_at = job.started_at or datetime.now(timezone.utc)
+            job.finished_at = None
+            job.error = None
+            snapshot = {"params": dict(job.params or {}), "checkpoint_uri": job.checkpoint_uri,
+                        "attempt": job.attempts, "data": dict((job.metrics or {}).get("data") or {})}
+        try:
+            return _run(job_id, snapshot, settings, sessions, store, defaults, rec, progress)
+        except Exception as exc:
+            rec.fail(exc)
+            raise
+
+
+def _run(job_id: uuid.UUID, snap: dict, settings: Settings, sessions: sessionmaker[Session], store: ObjectStore,
+         defaults: TrainingDefaults, rec: JobRecorder, progress: ProgressFn | None) -> JobOutcome:
+    import torch
+
+    from training_jobs import evaluate, loop, sft, simpo
+    from training_jobs.dataset import cap_items, load_examples, split_by_speaker, usable_batches
+    from training_jobs.registry import (
+        active_adapter,
+        base_model_name,
+        download_folder,
+        gate,
+        new_version,
+        promote_if_better,
+        register_candidate,
+        save_adapter,
+        upload_folder,
+    )
+    from training_jobs.report import store_report
+
+    t0 = time.monotonic()
+    params = resolve_params(defaults, snap["params"])
+    prefix = job_prefix(store, settings, job_id)
+    workdir = (settings.var_dir / "training" / str(job_id)).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    device = sft.resolve_device(settings.device)
+    if device.type == "cpu" and defaults.cpu_threads:
+        torch.set_num_threads(defaults.cpu_threads)
+    torch.manual_seed(params.seed)  # LoRA init: the same job starts from the same weights
+    rec.log(f"attempt {snap['attempt']} on {device.type}; params {params.model_dump(mode='json')}")
+
+    # 1. data, pinned at the first attempt
+    with sessions() as s:
+        pinned = snap["data"].get("batch_ids") or params.batch_ids
+        rows = usable_batches(s, pinned)
+    if not rows:
+        raise TrainingError("no accepted annotation batches to train on")
+    batch_ids = [str(r.id) for r in rows]
+    examples = cap_items(load_examples(store, rows, defaults), params.max_items, params.seed)
+    split = split_by_speaker(examples, params.heldout_fraction)
+    n_speakers = len({e.speaker for e in examples})
+    if not split.train or not split.heldout:
+        raise TrainingError(f"{len(examples)} utterances from {n_speakers} speaker(s): a speaker-disjoint "
+                            "held-out split needs at least 2 speakers")
+    data = {"batch_ids": batch_ids, "n_items": len(examples)}
+    rec.update(
+        f"data: {len(examples)} utterances from {len(rows)} batch(es), {n_speakers} speakers; "
+        f"{len(split.train)} train, {len(split.heldout)} held out ({len(split.heldout_speakers)} speakers)",
+        metrics={"data": data},
+    )
+
+    # 2. model and stages
+    model_path = model_files(settings)
+    model, processor = sft.load_trainable_model(model_path, device)
+    encoder = sft.ExampleEncoder(processor, params.granularity, defaults.encode_cache_items)
+    stages = [sft.sft_stage(model, encoder, split.train, device, epochs=params.epochs, lr=params.lr,
+                            grad_accum=params.grad_accum, warmup_ratio=params.warmup_ratio)]
+    if params.simpo:
+        stages.append(simpo.simpo_stage(
+            model, encoder, split.train, device, epochs=params.simpo_epochs, lr=params.simpo_lr,
+            grad_accum=params.grad_accum, warmup_ratio=params.warmup_ratio, beta=params.simpo_beta,
+            gamma=params.simpo_gamma, lam=params.simpo_lambda, seed=params.seed,
+        ))
+
+    # 3. train, resuming from the last checkpoint when there is one
+    resume_dir = None
+    if snap["checkpoint_uri"]:
+        name = snap["checkpoint_uri"].rstrip("/").rsplit("/", 1)[-1]
+        resume_dir = workdir / "resume" / name
+        shutil.rmtree(resume_dir, ignore_errors=True)
+        download_folder(store, snap["checkpoint_uri"], resume_dir)
+
+    def on_checkpoint(folder: Path, state: loop.TrainState) -> None:
+        uri = f"{prefix}/checkpoints/{folder.name}"
+        upload_folder(store, folder, uri)
+        last = state.losses[-1][2] if state.losses else None
+        rec.update(f"checkpoint at step {state.global_step}/{state.total_steps}: {uri}", checkpoint_uri=uri,
+                   step=state.global_step, total_steps=state.total_steps, latest_loss=last)
+
+    def on_progress(step: int, total: int, epoch: float, loss: float) -> None:
+        rec.progress(step, total, epoch, loss)
+        if progress is not None:
+            progress(step, total, epoch, loss)
+
+    trainer = loop.Trainer(
+        model, stages, seed=params.seed, checkpoint_every=params.checkpoint_every,
+        checkpoint_dir=workdir / "checkpoints", keep_checkpoints=defaults.keep_checkpoints,
+        max_grad_norm=params.max_grad_norm, weight_decay=params.weight_decay,
+        on_checkpoint=on_checkpoint, progress=on_progress,
+    )
+    rec.update(total_steps=trainer.total_steps)
+    t_train = time.monotonic()
+    state = trainer.run(resume_dir)
+    train_s = time.monotonic() - t_train
+    steps_run = state.global_step - (state.resumed_from or 0)
+    if state.resumed_from is not None:
+        rec.log(f"resumed from checkpoint at step {state.resumed_from}/{state.total_steps}; "
+                f"ran {steps_run} remaining steps")
+    adapter_dir = workdir / "adapter"
+    shutil.rmtree(adapter_dir, ignore_errors=True)
+    model.save_pretrained(str(adapter_dir))
+    del trainer, stages, encoder  # optimizer state and cached examples: not needed to evaluate
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    training = {
+        "steps": state.global_step, "steps_this_attempt": steps_run, "resumed_from_step": state.resumed_from,
+        "train_seconds": round(train_s, 2), "steps_per_s": round(steps_run / train_s, 3) if train_s > 0 else None,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "final_loss": state.losses[-1][2] if state.losses else None, "device": device.type,
+    }
+    if device.type == "cuda":
+        training["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    rec.update(f"training done: {state.global_step} steps, {training['steps_per_s']} steps/s",
+               step=state.global_step, total_steps=state.total_steps, latest_loss=training["final_loss"])
+
+    # 4. evaluate the candidate and the baseline on the same held-out utterances
+    base_name = base_model_name(settings)
+    with sessions() as s:
+        current = active_adapter(s, base_name)
+        baseline = (current.version, current.uri) if current is not None else None
+    baseline_label = f"active:{baseline[0]}" if baseline else "base"
+    baseline_dir = None
+    if baseline:
+        baseline_dir = workdir / "baseline" / baseline[0]
+        shutil.rmtree(baseline_dir, ignore_errors=True)
+        download_folder(store, baseline[1], baseline_dir)
+    rec.log(f"evaluating candidate and {baseline_label} on {len(split.heldout)} held-out utterances")
+    t_eval = time.monotonic()
+    base_model = model.unload()  # the LoRA layers out, the base weights stay in memory
+    results = evaluate.evaluate_adapters(
+        base_model, processor, model_path=model_path, examples=split.heldout, granularity=params.granularity,
+        adapters={"candidate": adapter_dir, baseline_label: baseline_dir}, batch_size=params.eval_batch_size,
+    )
+    training["eval_seconds"] = round(time.monotonic() - t_eval, 2)
+    decision = gate(results["candidate"], results[baseline_label], params.headline_aspects, params.promote_metric)
+    from pronunciation.tiny_model import is_tiny_model
+
+    metrics: dict[str, Any] = {
+        "data": data, "granularity": params.granularity.value, "n_train": len(split.train),
+        "n_heldout": len(split.heldout), "heldout_speakers": len(split.heldout_speakers),
+        "candidate": results["candidate"], "baseline": results[baseline_label], "baseline_label": baseline_label,
+        "gate": decision.as_dict(), "training": training, "model_is_tiny": is_tiny_model(model_path),
+    }
+    rec.update(f"gate: {decision.reason}", metrics=metrics)
+
+    # 5. registry: the adapter to storage, its row, promotion (idempotent across attempts)
+    with sessions() as s:
+        existing = s.scalar(select(Adapter).where(Adapter.training_job_id == job_id))
+        version = existing.version if existing is not None else new_version(job_id)
+    metrics["adapter_version"] = version
+    uri = save_adapter(store, settings, adapter_dir, version, metrics)
+    with session_scope(sessions) as s:
+        row = s.scalar(select(Adapter).where(Adapter.version == version))
+        if row is None:
+            row = register_candidate(s, version=version, uri=uri, base_model=base_name, metrics=metrics,
+                                     training_job_id=job_id)
+        promoted, why = promote_if_better(s, row, decision, compared_with=baseline[0] if baseline else None,
+                                          auto_promote=params.auto_promote)
+        metrics["promoted"] = promoted
+        metrics["promotion"] = why
+        row.metrics = dict(metrics)
+        flag_modified(row, "metrics")  # the dict may be the one registered above, mutated since
+    rec.log(f"adapter {version} registered at {uri}; {why}")
+
+    # 6. report, then done
+    training["wall_seconds"] = round(time.monotonic() - t0, 2)
+    report_uri = store_report(store, prefix, str(job_id), metrics, state.losses)
+    with session_scope(sessions) as s:
+        job = s.get(TrainingJob, job_id)
+        job.status = JobStatus.succeeded
+        job.metrics = metrics
+        job.report_uri = report_uri
+        job.finished_at = datetime.now(timezone.utc)
+        job.step, job.total_steps = state.global_step, state.total_steps
+        s.execute(update(AnnotationBatch)
+                  .where(AnnotationBatch.id.in_([r.id for r in rows]), AnnotationBatch.used_by_job_id.is_(None))
+                  .values(used_by_job_id=job_id))
+    rec.log(f"succeeded: report {report_uri}")
+    return JobOutcome(job_id, JobStatus.succeeded, version, promoted, metrics)
