@@ -238,6 +238,50 @@ class ObjectStore:
         ]
         return sorted(found, key=lambda o: o.uri)
 
+    def list_relative(self, prefix_uri: str) -> dict[str, str]:
+        """Objects under the folder `prefix_uri` as {path relative to it: URI}, for s3 and local alike."""
+        prefix = prefix_uri.rstrip("/") + "/"
+        ref = parse_uri(prefix)
+        base = None if ref.scheme == "s3" else self._local_path(ref, prefix)
+        out: dict[str, str] = {}
+        for obj in self.list(prefix):
+            if base is None:
+                rel = obj.uri[len(prefix):]
+            else:
+                try:
+                    rel = Path(obj.uri).resolve().relative_to(base).as_posix()
+                except ValueError:  # a sibling folder that merely shares the name's start
+                    continue
+            if rel:
+                out[rel] = obj.uri
+        return out
+
+    def upload_folder(self, folder: Path, uri: str) -> list[str]:
+        """Copy every file under `folder` to `uri/<relative path>`; returns the object URIs."""
+        folder = Path(folder)
+        return [
+            self.put(f"{uri.rstrip('/')}/{path.relative_to(folder).as_posix()}", path.read_bytes()).uri
+            for path in sorted(p for p in folder.rglob("*") if p.is_file())
+        ]
+
+    def download_folder(self, uri: str, target: Path) -> Path:
+        """Copy every object under `uri/` into `target` (the inverse of upload_folder), atomically:
+        the files appear under `target` only once all of them are there."""
+        objects = self.list_relative(uri)
+        if not objects:
+            raise ObjectNotFound(uri, "no objects under this prefix")
+        target = Path(target)
+        part = target.with_name(target.name + ".part")
+        for rel, obj_uri in objects.items():
+            (part / rel).parent.mkdir(parents=True, exist_ok=True)
+            (part / rel).write_bytes(self.get(obj_uri))
+        if target.exists():
+            import shutil
+
+            shutil.rmtree(target)
+        part.rename(target)
+        return target
+
     def check_bucket(self, bucket: str) -> None:
         """Fails with a specific error when the bucket is missing, denied or unreachable."""
         uri = f"s3://{bucket}/"

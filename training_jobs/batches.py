@@ -23,7 +23,6 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 from sqlalchemy import select
@@ -86,32 +85,6 @@ def normalize_prefix(uri: str) -> str:
     return uri.rstrip("/") + "/"
 
 
-def _local_base(store: ObjectStore, prefix: str) -> Path | None:
-    ref = parse_uri(prefix)
-    if ref.scheme == "s3":
-        return None
-    path = Path(ref.key)
-    return (path if path.is_absolute() else store.root / path).resolve()
-
-
-def list_relative(store: ObjectStore, prefix: str) -> dict[str, str]:
-    """Objects under `prefix` as {name relative to the prefix: URI} (s3 and local alike)."""
-    prefix = normalize_prefix(prefix)
-    base = _local_base(store, prefix)
-    out: dict[str, str] = {}
-    for obj in store.list(prefix):
-        if base is None:
-            rel = obj.uri[len(prefix):]
-        else:
-            try:
-                rel = Path(obj.uri).resolve().relative_to(base).as_posix()
-            except ValueError:  # a sibling folder that merely shares the name's start
-                continue
-        if rel:
-            out[rel] = obj.uri
-    return out
-
-
 def _find_audio(utt: UtteranceAnnotation, objects: dict[str, str]) -> tuple[str | None, Problem | None]:
     if utt.audio_name is not None:
         uri = objects.get(utt.audio_name)
@@ -149,7 +122,7 @@ def validate_batch(
         result.fatal = True
         return result
 
-    objects = list_relative(store, prefix)
+    objects = store.list_relative(prefix)
     if SCORES_FILE not in objects:
         return fatal(MISSING_SCORES, f"no {SCORES_FILE} under {prefix}")
     try:
@@ -247,7 +220,7 @@ def discover_batches(
     """
     known = {u for (u,) in session.execute(select(AnnotationBatch.uri))}
     found: list[AnnotationBatch] = []
-    for rel, _uri in sorted(list_relative(store, root_prefix).items()):
+    for rel, _uri in sorted(store.list_relative(root_prefix).items()):
         if rel != COMPLETE_MARKER and not rel.endswith("/" + COMPLETE_MARKER):
             continue
         prefix = normalize_prefix(normalize_prefix(root_prefix) + rel[: -len(COMPLETE_MARKER)])
@@ -282,5 +255,5 @@ def batch_items(store: ObjectStore, row: AnnotationBatch, settings: TrainingDefa
 
 __all__ = [
     "AUDIO_EXTENSIONS", "COMPLETE_MARKER", "SCORES_FILE", "BatchItem", "BatchValidation", "batch_items",
-    "discover_batches", "list_relative", "normalize_prefix", "register_batch", "validate_batch",
+    "discover_batches", "normalize_prefix", "register_batch", "validate_batch",
 ]

@@ -290,13 +290,11 @@ def _run(job_id: uuid.UUID, snap: dict, settings: Settings, sessions: sessionmak
     from training_jobs.registry import (
         active_adapter,
         base_model_name,
-        download_folder,
         gate,
         new_version,
         promote_if_better,
         register_candidate,
         save_adapter,
-        upload_folder,
     )
     from training_jobs.report import store_report
 
@@ -350,11 +348,11 @@ def _run(job_id: uuid.UUID, snap: dict, settings: Settings, sessions: sessionmak
         name = snap["checkpoint_uri"].rstrip("/").rsplit("/", 1)[-1]
         resume_dir = workdir / "resume" / name
         shutil.rmtree(resume_dir, ignore_errors=True)
-        download_folder(store, snap["checkpoint_uri"], resume_dir)
+        store.download_folder(snap["checkpoint_uri"], resume_dir)
 
     def on_checkpoint(folder: Path, state: loop.TrainState) -> None:
         uri = f"{prefix}/checkpoints/{folder.name}"
-        upload_folder(store, folder, uri)
+        store.upload_folder(folder, uri)
         last = state.losses[-1][2] if state.losses else None
         rec.update(f"checkpoint at step {state.global_step}/{state.total_steps}: {uri}", checkpoint_uri=uri,
                    step=state.global_step, total_steps=state.total_steps, latest_loss=last)
@@ -405,7 +403,7 @@ def _run(job_id: uuid.UUID, snap: dict, settings: Settings, sessions: sessionmak
     if baseline:
         baseline_dir = workdir / "baseline" / baseline[0]
         shutil.rmtree(baseline_dir, ignore_errors=True)
-        download_folder(store, baseline[1], baseline_dir)
+        store.download_folder(baseline[1], baseline_dir)
     rec.log(f"evaluating candidate and {baseline_label} on {len(split.heldout)} held-out utterances")
     t_eval = time.monotonic()
     base_model = model.unload()  # the LoRA layers out, the base weights stay in memory

@@ -2,7 +2,7 @@
 
 An adapter version is a folder prefix in object storage, `<adapter_prefix><version>/`, holding
 `adapter_config.json`, `adapter_model.safetensors` and `metrics.json`; score workers copy every
-object under it (workers/model_pool.download_adapter). Its row says `candidate`, `active` or
+object under it (ObjectStore.download_folder). Its row says `candidate`, `active` or
 `retired`; the database allows one `active` row per base model (a unique partial index), so two
 workers can never disagree on which adapter scores.
 
@@ -62,29 +62,6 @@ def new_version(job_id: uuid.UUID | str | None = None, now: datetime | None = No
 
 def adapter_uri(store: ObjectStore, settings: Settings, version: str) -> str:
     return store.service_uri(settings.bucket, f"{settings.adapter_prefix.strip('/')}/{version}")
-
-
-def upload_folder(store: ObjectStore, folder: Path, uri: str) -> list[str]:
-    """Copy every file under `folder` to `uri/<relative path>`; returns the object URIs."""
-    out = []
-    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-        rel = path.relative_to(folder).as_posix()
-        out.append(store.put(f"{uri.rstrip('/')}/{rel}", path.read_bytes()).uri)
-    return out
-
-
-def download_folder(store: ObjectStore, uri: str, target: Path) -> Path:
-    """Copy every object under `uri/` into `target` (the inverse of upload_folder)."""
-    from training_jobs.batches import list_relative
-
-    objects = list_relative(store, uri)
-    if not objects:
-        raise FileNotFoundError(f"no objects under {uri.rstrip('/')}/")
-    target = Path(target)
-    for rel, obj_uri in objects.items():
-        (target / rel).parent.mkdir(parents=True, exist_ok=True)
-        (target / rel).write_bytes(store.get(obj_uri))
-    return target
 
 
 def save_adapter(store: ObjectStore, settings: Settings, folder: Path, version: str, metrics: dict[str, Any]) -> str:

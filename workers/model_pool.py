@@ -32,24 +32,6 @@ def ensure_model_files(settings: Settings) -> str:
     return path
 
 
-def download_adapter(store: ObjectStore, uri: str, target: Path) -> Path:
-    """Copy an adapter folder (adapter_config.json + weights) from object storage to `target`."""
-    if (target / "adapter_config.json").exists():
-        return target
-    prefix = uri.rstrip("/") + "/"
-    objects = store.list(prefix)
-    if not objects:
-        raise FileNotFoundError(f"no adapter files under {prefix}")
-    part = target.with_name(target.name + ".part")
-    part.mkdir(parents=True, exist_ok=True)
-    for obj in objects:
-        rel = obj.uri[len(prefix):]
-        (part / rel).parent.mkdir(parents=True, exist_ok=True)
-        (part / rel).write_bytes(store.get(obj.uri))
-    part.rename(target)
-    return target
-
-
 class ModelPool:
     def __init__(self, settings: Settings, sessions: sessionmaker[Session], store: ObjectStore) -> None:
         self.settings = settings
@@ -91,7 +73,9 @@ class ModelPool:
         version, uri = wanted
         if current != version:
             if version not in model.adapter_versions:
-                local = download_adapter(self.store, uri, self.settings.var_dir.resolve() / "cache" / "adapters" / version)
+                local = self.settings.var_dir.resolve() / "cache" / "adapters" / version
+                if not (local / "adapter_config.json").exists():
+                    self.store.download_folder(uri, local)
                 model.load_adapter(str(local), version)
             model.activate(version)
             log.info("scoring with adapter %s", version)

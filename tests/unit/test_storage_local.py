@@ -33,3 +33,18 @@ def test_errors(tmp_path) -> None:
     for bad in ["", "http://example.com/a.wav", "s3:///key", "file://host/a"]:
         with pytest.raises(InvalidObjectURI):
             parse_uri(bad)
+
+
+def test_folder_upload_list_download(tmp_path) -> None:
+    store = ObjectStore(tmp_path / "objects")
+    src = tmp_path / "adapter"
+    (src / "sub").mkdir(parents=True)
+    (src / "adapter_config.json").write_text("{}")
+    (src / "sub" / "w.bin").write_bytes(b"123")
+    store.upload_folder(src, "adapters/v1")
+    store.put("adapters/v10/other", b"x")  # shares the name's start: not part of v1
+    assert set(store.list_relative("adapters/v1")) == {"adapter_config.json", "sub/w.bin"}
+    out = store.download_folder("adapters/v1", tmp_path / "cache" / "v1")
+    assert (out / "sub" / "w.bin").read_bytes() == b"123" and not (tmp_path / "cache" / "v1.part").exists()
+    with pytest.raises(ObjectNotFound):
+        store.download_folder("adapters/none", tmp_path / "cache" / "none")
