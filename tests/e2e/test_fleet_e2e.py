@@ -29,13 +29,13 @@ def _check_complete(fleet, sub: Submission, item: dict) -> None:
         assert sub.raw_output.startswith("Sentence Scores: ") and sub.attempts == 1
 
 
-@pytest.mark.parametrize("broker,n", [("redis", 50), ("amqp", 12)])
+@pytest.mark.parametrize("broker,n", [("redis", 50), ("amqp", 50)])
 def test_clips_scored_end_to_end(fleet_factory, sample_items, broker: str, n: int) -> None:
     fleet = fleet_factory(broker)
     items = sample_items[:n]
     ids = {}
     for item in items:
-        uri = fleet.upload(f"in/{item['utt_id']}.flac", (fleet_factory_sample(item)))
+        uri = fleet.upload(f"in/{item['utt_id']}.flac", _clip_bytes(item))
         r = fleet.submit(fleet.submission_body(item, uri))
         assert r.status_code == 202, r.text
         ids[r.json()["id"]] = item
@@ -52,7 +52,7 @@ def test_clips_scored_end_to_end(fleet_factory, sample_items, broker: str, n: in
     assert {c["payload"]["data"]["id"] for c in got} == set(ids)
 
 
-def fleet_factory_sample(item: dict) -> bytes:
+def _clip_bytes(item: dict) -> bytes:
     from tests.conftest import SAMPLE_DIR
 
     return (SAMPLE_DIR / item["audio"]).read_bytes()
