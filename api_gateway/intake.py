@@ -55,7 +55,7 @@ def check_audio(store: ObjectStore, settings: Settings, tenant: Tenant, uri: str
             )
         if not ref.key or ref.key.endswith("/"):
             raise ApiError(422, "invalid_uri", f"{uri}: names no object")
-    elif settings.s3_endpoint_url:
+    elif store.s3_configured:
         raise ApiError(
             422, "local_path_not_allowed", "audio_uri must be s3://bucket/key: this service reads audio from S3"
         )

@@ -105,6 +105,8 @@ def find_active_key(session: Session, plaintext: str) -> ApiKey | None:
     key = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(plaintext)))
     if key is None or key.revoked_at is not None:
         return None
+    if key.tenant is not None and not key.tenant.active:  # a deactivated integration reads nothing
+        return None
     return key
 
 

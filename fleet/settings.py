@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     max_reference_words: int = 60
     max_attempts: int = 5
     # The sweeper: a queued row older than this lost its message (broker flushed): publish again.
-    republish_after_s: float = 120
+    republish_after_s: float = 300
     # A running row older than this lost its worker; keep it above the hard task time limit.
     stuck_after_s: float = 960
     sweep_interval_s: float = 30.0

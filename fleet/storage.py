@@ -146,7 +146,10 @@ class ObjectStore:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             if code in ("NoSuchKey", "404", "NotFound", "NoSuchBucket"):
                 return ObjectNotFound(uri, "no such object" if code != "NoSuchBucket" else "no such bucket")
-            if code in ("AccessDenied", "403", "Forbidden", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "RequestTimeTooSkewed"):
+                # our credentials, not the object: a rotation or clock fault must not fail submissions
+                return StorageUnavailable(uri, f"S3 refused the service's credentials ({code})")
+            if code in ("AccessDenied", "403", "Forbidden"):
                 return AccessDenied(uri, f"access denied ({code})")
             if status and 400 <= status < 500 and status not in (408, 429):
                 return StorageError(uri, f"request rejected ({code or status})")
@@ -270,16 +273,25 @@ class ObjectStore:
         objects = self.list_relative(uri)
         if not objects:
             raise ObjectNotFound(uri, "no objects under this prefix")
-        target = Path(target)
-        part = target.with_name(target.name + ".part")
-        for rel, obj_uri in objects.items():
-            (part / rel).parent.mkdir(parents=True, exist_ok=True)
-            (part / rel).write_bytes(self.get(obj_uri))
-        if target.exists():
-            import shutil
+        import shutil
+        import tempfile
 
-            shutil.rmtree(target)
-        part.rename(target)
+        target = Path(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))  # one per process
+        try:
+            for rel, obj_uri in objects.items():
+                (part / rel).parent.mkdir(parents=True, exist_ok=True)
+                (part / rel).write_bytes(self.get(obj_uri))
+            if target.exists():
+                shutil.rmtree(target, ignore_errors=True)
+            try:
+                part.rename(target)
+            except OSError:  # another process finished the same download first: use theirs
+                if not target.is_dir():
+                    raise
+        finally:
+            shutil.rmtree(part, ignore_errors=True)
         return target
 
     def check_bucket(self, bucket: str) -> None:
@@ -290,8 +302,13 @@ class ObjectStore:
         except Exception as exc:
             raise self._s3_error(uri, exc) from exc
 
+    @property
+    def s3_configured(self) -> bool:
+        """S3 is the store (endpoint or credentials given); local paths are then not for tenants."""
+        return bool(self._s3_kwargs["endpoint_url"] or self._s3_kwargs["aws_access_key_id"])
+
     def service_uri(self, settings_bucket: str, key: str) -> str:
         """Where the service keeps its own objects: the bucket when S3 is configured, else the folder."""
-        if self._s3_kwargs["endpoint_url"] or self._s3_kwargs["aws_access_key_id"]:
+        if self.s3_configured:
             return f"s3://{settings_bucket}/{key}"
         return str(self.root / key)

@@ -77,6 +77,9 @@ class Reference(BaseModel):
         return " - ".join(" ".join(w.phones) for w in self.words)
 
 
+MAX_WORD_CHARS = 100  # no English word comes close; bounds the stored word text
+
+
 def tokenize(text: str) -> list[str]:
     """Split text into speechocean762-style upper-case words (see module docstring)."""
     text = text.replace("\u2019", "'").replace("\u2018", "'")
@@ -120,6 +123,11 @@ def build_reference(
     if len(words) > max_words:
         raise ReferenceTooLongError(
             f"the reference text has {len(words)} words; at most {max_words} are accepted"
+        )
+    too_long = [w for w in words if len(w) > MAX_WORD_CHARS]
+    if too_long:
+        raise ReferenceTooLongError(
+            f"word {too_long[0][:40]!r}... has {len(too_long[0])} characters; at most {MAX_WORD_CHARS} are accepted"
         )
     if phones is not None:
         word_phones = _check_phones(words, phones)

@@ -37,13 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, func, select, text, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import flag_modified
 
 from db.engine import session_scope
 from db.models import Adapter, AnnotationBatch, BatchStatus, JobStatus, TrainingJob
 from fleet.settings import Settings
-from fleet.storage import ObjectStore
+from fleet.storage import ObjectStore, StorageUnavailable
 from training_jobs.config import TrainingDefaults, resolve_params
 
 log = logging.getLogger(__name__)
@@ -276,6 +277,11 @@ def run_training_job(
                         "attempt": job.attempts, "data": dict((job.metrics or {}).get("data") or {})}
         try:
             return _run(job_id, snapshot, settings, sessions, store, defaults, rec, progress)
+        except (StorageUnavailable, OperationalError) as exc:
+            # Infrastructure, not the job: it stays `running`, its lock is released, and the
+            # discovery beat resumes it from the last checkpoint (max_job_attempts still caps it).
+            rec.log(f"transient fault, will resume from the last checkpoint: {type(exc).__name__}: {exc}")
+            raise
         except Exception as exc:
             rec.fail(exc)
             raise

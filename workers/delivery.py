@@ -57,14 +57,22 @@ def deliver(session: Session, delivery_id: uuid.UUID, http: httpx.Client) -> flo
         return None
     delivery = session.get(Delivery, delivery_id)
     tenant = session.get(Tenant, delivery.tenant_id)
-    body, headers = signed_request(tenant.webhook_secret, str(delivery.id), delivery.payload)
     delivery.attempts += 1
+    if tenant is None or not tenant.active:
+        delivery.status, delivery.last_error = DeliveryStatus.failed, "the tenant no longer exists or is inactive"
+        session.commit()
+        return None
+    body, headers = signed_request(tenant.webhook_secret, str(delivery.id), delivery.payload)
     status_code: int | None = None
     try:
         response = http.post(delivery.url, content=body, headers=headers, timeout=10.0)
         status_code = response.status_code
         error = None if response.is_success else f"HTTP {status_code}: {response.text[:200]}"
-    except httpx.HTTPError as exc:
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:  # retrying cannot help
+        delivery.status, delivery.last_error = DeliveryStatus.failed, f"bad callback URL: {exc}"
+        session.commit()
+        return None
+    except Exception as exc:  # network faults and anything else: recorded, retried with backoff
         error = f"{type(exc).__name__}: {exc}"
     delivery.last_status_code = status_code
     delivery.last_error = error

@@ -72,11 +72,16 @@ class ModelPool:
             return model
         version, uri = wanted
         if current != version:
-            if version not in model.adapter_versions:
-                local = self.settings.var_dir.resolve() / "cache" / "adapters" / version
-                if not (local / "adapter_config.json").exists():
-                    self.store.download_folder(uri, local)
-                model.load_adapter(str(local), version)
-            model.activate(version)
-            log.info("scoring with adapter %s", version)
+            try:
+                if version not in model.adapter_versions:
+                    local = self.settings.var_dir.resolve() / "cache" / "adapters" / version
+                    if not (local / "adapter_config.json").exists():
+                        self.store.download_folder(uri, local)
+                    model.load_adapter(str(local), version)
+                model.activate(version)
+                log.info("scoring with adapter %s", version)
+            except Exception:
+                # A broken or unreachable adapter must not stop scoring: keep the current one
+                # (every result records the version that really produced it) and try again next batch.
+                log.exception("could not switch to adapter %s; still scoring with %s", version, current)
         return model

@@ -114,9 +114,14 @@ def mark_failed(session: Session, sub_id: uuid.UUID, attempt: int | None, code: 
     return delivery_id
 
 
-def release(session: Session, sub_id: uuid.UUID, attempt: int) -> bool:
-    """Give a claimed row back to the queue after a transient fault (the retry claims it again)."""
-    ok = _own(session, sub_id, attempt, status=SubmissionStatus.queued)
+def release(session: Session, sub_id: uuid.UUID, attempt: int, *, count_attempt: bool = False) -> bool:
+    """Give a claimed row back to the queue (the retry claims it again). An infrastructure fault
+    (object store down, database hiccup) does not use up one of the submission's attempts; a
+    model failure on this very item does, so a poison item ends dead-lettered, not looping."""
+    values = {"status": SubmissionStatus.queued}
+    if not count_attempt:
+        values["attempts"] = attempt - 1
+    ok = _own(session, sub_id, attempt, **values)
     session.commit()
     return ok
 

@@ -8,10 +8,12 @@ row back to the queue with a backoff; nothing is lost and nothing is scored twic
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleet.settings import Settings
@@ -67,46 +69,87 @@ def score_round(
     report = RoundReport()
     with sessions() as s:
         claims = claim_batch(s, first_id, settings.score_batch_size)
-    ready: list[tuple[Claim, AssessmentRequest]] = []
-    for claim in claims:
-        try:
-            if claim.attempt > settings.max_attempts:
-                raise _BadInput("attempts_exhausted", f"gave up after {claim.attempt - 1} attempts")
-            ready.append((claim, _prepare(claim, settings, store)))
-        except _BadInput as exc:
-            with sessions() as s:
-                if (d := mark_failed(s, claim.id, claim.attempt, exc.code, str(exc))) is not None:
-                    report.deliveries.append(d)
-            report.failed[claim.id] = exc.code
-        except StorageUnavailable as exc:
-            log.warning("transient storage fault for %s: %s", claim.id, exc)
-            _give_back(sessions, claim, report)
-    if not ready:
-        return report
+    finished: set[uuid.UUID] = set()
     try:
+        ready: list[tuple[Claim, AssessmentRequest]] = []
+        for claim in claims:
+            try:
+                if claim.attempt > settings.max_attempts:
+                    raise _BadInput("attempts_exhausted", f"gave up after {claim.attempt - 1} attempts")
+                ready.append((claim, _prepare(claim, settings, store)))
+            except _BadInput as exc:
+                _fail(sessions, claim, exc.code, str(exc), report)
+                finished.add(claim.id)
+            except StorageUnavailable as exc:
+                log.warning("transient storage fault for %s: %s", claim.id, exc)
+                _give_back(sessions, claim, report)
+                finished.add(claim.id)
+        if not ready:
+            return report
         model = pool.ready_model()
         t0 = time.perf_counter()
-        results = assess(model, [req for _, req in ready])
+        results = _assess_isolating_failures(model, [req for _, req in ready])
         report.model_ms = (time.perf_counter() - t0) * 1000
-    except Exception:
-        log.exception("model failure on a batch of %d; giving the rows back", len(ready))
-        for claim, _ in ready:
-            _give_back(sessions, claim, report)
+        per_item_ms = report.model_ms / len(ready)
+        for (claim, _), result in zip(ready, results, strict=True):
+            if isinstance(result, Exception):  # this item fails on its own: it uses an attempt
+                _give_back(sessions, claim, report, count_attempt=True)
+                finished.add(claim.id)
+                continue
+            try:
+                with sessions() as s:
+                    outcome = save_scores(s, claim.id, claim.attempt, result, model_name=pool.base_model,
+                                          model_ms=per_item_ms)
+            except DataError as exc:  # the database refuses this result: retrying cannot help
+                _fail(sessions, claim, "result_not_storable", str(getattr(exc, "orig", exc))[:500], report)
+                finished.add(claim.id)
+                continue
+            finished.add(claim.id)
+            if outcome is False:
+                log.warning("lost the claim on %s (attempt %d); result dropped", claim.id, claim.attempt)
+                continue
+            report.scored.append(claim.id)
+            if outcome is not None:
+                report.deliveries.append(outcome)
         return report
-    per_item_ms = report.model_ms / len(ready)
-    for (claim, _), result in zip(ready, results, strict=True):
-        with sessions() as s:
-            outcome = save_scores(s, claim.id, claim.attempt, result, model_name=pool.base_model, model_ms=per_item_ms)
-        if outcome is False:
-            log.warning("lost the claim on %s (attempt %d); result dropped", claim.id, claim.attempt)
-            continue
-        report.scored.append(claim.id)
-        if outcome is not None:
-            report.deliveries.append(outcome)
-    return report
+    finally:
+        # Whatever escaped (database down, a bug), no claimed row waits for the sweeper's deadline.
+        for claim in claims:
+            if claim.id not in finished:
+                try:
+                    _give_back(sessions, claim, report)
+                except Exception:
+                    log.exception("could not give %s back; the sweeper will", claim.id)
 
 
-def _give_back(sessions: sessionmaker[Session], claim: Claim, report: RoundReport) -> None:
+def _assess_isolating_failures(model, requests: list[AssessmentRequest]) -> list:
+    """One batched call; if it fails, one call per item, so one poison item cannot sink its
+    neighbours. Returns a result or the exception per item."""
+    try:
+        return assess(model, requests)
+    except Exception:
+        if len(requests) == 1:
+            log.exception("model failure on one item")
+            return [sys.exc_info()[1]]
+        log.exception("model failure on a batch of %d; scoring its items one by one", len(requests))
+    out: list = []
+    for req in requests:
+        try:
+            out.extend(assess(model, [req]))
+        except Exception as exc:
+            log.exception("model failure on one item")
+            out.append(exc)
+    return out
+
+
+def _fail(sessions: sessionmaker[Session], claim: Claim, code: str, message: str, report: RoundReport) -> None:
     with sessions() as s:
-        if release(s, claim.id, claim.attempt):
-            report.retry[claim.id] = backoff_s(claim.attempt)
+        if (d := mark_failed(s, claim.id, claim.attempt, code, message)) is not None:
+            report.deliveries.append(d)
+    report.failed[claim.id] = code
+
+
+def _give_back(sessions: sessionmaker[Session], claim: Claim, report: RoundReport, *, count_attempt: bool = False) -> None:
+    with sessions() as s:
+        if release(s, claim.id, claim.attempt, count_attempt=count_attempt):
+            report.retry[claim.id] = backoff_s(max(claim.attempt, 3))

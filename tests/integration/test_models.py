@@ -100,3 +100,13 @@ def test_api_keys_hashed_scoped_and_revocable(session_factory) -> None:
             create_api_key(s, Role.lms)
         with pytest.raises(AccountError, match="already exists"):
             create_tenant(s, "acme")
+
+
+def test_keys_of_a_deactivated_tenant_stop_working(session_factory) -> None:
+    with session_scope(session_factory) as s:
+        t = create_tenant(s, "acme")
+        _, plain = create_api_key(s, Role.lms, tenant=t)
+        assert find_active_key(s, plain) is not None
+        t.active = False
+        s.flush()
+        assert find_active_key(s, plain) is None

@@ -44,18 +44,31 @@ def test_unreachable_endpoint_is_transient(tmp_path) -> None:
         store.get("s3://b/k")
 
 
-def test_access_denied_with_unknown_credentials(tmp_path) -> None:
-    """moto with authentication enforced (its INITIAL_NO_AUTH_ACTION_COUNT) refuses unknown keys."""
+def test_access_denied_and_bad_credentials(tmp_path) -> None:
+    """moto with authentication enforced (INITIAL_NO_AUTH_ACTION_COUNT): a real IAM user without
+    permissions is denied (bad input: the object is not ours to read); unknown credentials are the
+    service's own fault (a rotation), so they are transient, not a verdict on the submission."""
+    import boto3
+
     port = free_port()
-    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="0")
+    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="2")
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port)
-        store = ObjectStore(tmp_path, endpoint_url=f"http://127.0.0.1:{port}", access_key_id="nobody",
-                            secret_access_key="nothing", max_attempts=1)
+        endpoint = f"http://127.0.0.1:{port}"
+        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
+                           aws_access_key_id="x", aws_secret_access_key="x")
+        iam.create_user(UserName="nobody")
+        creds = iam.create_access_key(UserName="nobody")["AccessKey"]
+        store = ObjectStore(tmp_path, endpoint_url=endpoint, access_key_id=creds["AccessKeyId"],
+                            secret_access_key=creds["SecretAccessKey"], max_attempts=1)
         with pytest.raises(AccessDenied):
             store.get("s3://somebucket/k")
+        unknown = ObjectStore(tmp_path, endpoint_url=endpoint, access_key_id="unknown",
+                              secret_access_key="nothing", max_attempts=1)
+        with pytest.raises(StorageUnavailable, match="credentials"):
+            unknown.get("s3://somebucket/k")
     finally:
         proc.terminate()
         proc.wait(10)

@@ -134,3 +134,15 @@ def test_sweeper_republishes_requeues_and_dead_letters(session_factory) -> None:
     with session_factory() as s:  # a second sweep right away finds nothing new
         again = sweep(s, republish_after_s=50, stuck_after_s=50, max_attempts=5)
     assert again.republished == [] and again.dead_lettered == []
+
+
+def test_bad_callback_url_fails_instead_of_looping(session_factory, outbox) -> None:
+    receiver, did, _ = outbox([])
+    with session_scope(session_factory) as s:
+        s.get(Delivery, did).url = "https://lms.example/cb\x01"
+    with session_factory() as s, httpx.Client() as http:
+        assert deliver(s, did, http) is None
+        row = s.get(Delivery, did)
+        assert row.status == DeliveryStatus.failed and "bad callback URL" in row.last_error
+        assert due_deliveries(s) == []
+    assert receiver.got == []
