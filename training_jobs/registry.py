@@ -216,7 +216,12 @@ def promote_if_better(session: Session, candidate: Adapter, decision: GateDecisi
         return False, "kept as candidate: automatic promotion is off"
     if not decision.promote:
         return False, f"kept as candidate: {decision.reason}"
-    now_active = active_adapter(session, candidate.base_model)
+    # Read the active row under the same lock activate() takes, so an ops activation that lands
+    # between this check and the switch cannot be overridden (Postgres; SQLite has one writer).
+    now_active = session.scalar(
+        select(Adapter).where(Adapter.base_model == candidate.base_model, Adapter.status == AdapterStatus.active)
+        .with_for_update()
+    )
     if (now_active.version if now_active is not None else None) != compared_with:
         return False, (f"kept as candidate: the active adapter changed to "
                        f"{now_active.version if now_active else 'none'} during evaluation")
