@@ -23,7 +23,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api_gateway.broker import queue_depth
+from fleet.broker import queue_depth
 
 if TYPE_CHECKING:
     from api_gateway.deps import Services

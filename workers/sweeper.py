@@ -23,11 +23,15 @@ class SweepReport:
 
 
 def sweep(session: Session, *, republish_after_s: float, stuck_after_s: float, max_attempts: int,
-          limit: int = 500) -> SweepReport:
+          republish_queued: bool = True, limit: int = 500) -> SweepReport:
+    """`republish_queued=False` when the broker still holds score messages: a backlog is not a
+    loss, and re-publishing every waiting row would flood the queue (and a KEDA scaler on its
+    length); once the queue drains, rows whose message was lost are published again."""
     report = SweepReport()
     now = utcnow()
-    deadlines = {SubmissionStatus.queued: now - timedelta(seconds=republish_after_s),
-                 SubmissionStatus.running: now - timedelta(seconds=stuck_after_s)}
+    deadlines = {SubmissionStatus.running: now - timedelta(seconds=stuck_after_s)}
+    if republish_queued:
+        deadlines[SubmissionStatus.queued] = now - timedelta(seconds=republish_after_s)
     stale = session.execute(
         select(Submission.id, Submission.status, Submission.attempts)
         .where(or_(*(and_(Submission.status == status, Submission.updated_at < deadline)

@@ -8,7 +8,8 @@ import uuid
 import httpx
 from sqlalchemy.exc import OperationalError
 
-from fleet.queue import DELIVER_DUE_TASK, DELIVER_TASK, SCORE_TASK, SWEEP_TASK, publish
+from fleet.broker import queue_depth
+from fleet.queue import DELIVER_DUE_TASK, DELIVER_TASK, SCORE_QUEUE, SCORE_TASK, SWEEP_TASK, publish
 from workers import resources
 from workers.celery_app import app
 from workers.delivery import deliver, due_deliveries
@@ -53,12 +54,21 @@ def deliver_due() -> int:
     return len(ids)
 
 
+def _score_queue_empty() -> bool:
+    try:
+        depth = queue_depth(app, SCORE_QUEUE)
+    except Exception:  # cannot tell: behave as if messages were lost (duplicates are no-ops)
+        log.warning("sweeper: could not read the score queue depth", exc_info=True)
+        return True
+    return depth in (0, None)
+
+
 @app.task(name=SWEEP_TASK)
 def sweep_task() -> dict:
     cfg = resources.settings()
     with resources.sessions()() as s:
         report = sweep(s, republish_after_s=cfg.republish_after_s, stuck_after_s=cfg.stuck_after_s,
-                       max_attempts=cfg.max_attempts)
+                       max_attempts=cfg.max_attempts, republish_queued=_score_queue_empty())
     for sub_id in report.republished:
         publish(app, SCORE_TASK, str(sub_id))
     _publish_deliveries(report.deliveries)

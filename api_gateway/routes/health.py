@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from api_gateway.broker import ping_broker
+from fleet.broker import ping_broker
 from api_gateway.deps import ServicesDep
 
 log = logging.getLogger(__name__)

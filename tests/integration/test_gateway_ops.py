@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from kombu import Connection, Exchange, Queue
 
 from api_gateway.app import create_app
-from api_gateway.broker import ping_broker, queue_depth
+from fleet.broker import ping_broker, queue_depth
 from fleet.migrate import upgrade
 from fleet.queue import make_celery
 from fleet.settings import Settings

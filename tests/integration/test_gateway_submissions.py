@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api_gateway.app import create_app, warm_lexicon
-from api_gateway.broker import queue_depth
+from fleet.broker import queue_depth
 from db.accounts import create_api_key, create_tenant
 from db.engine import make_engine, make_session_factory, session_scope
 from db.models import Role, SubmissionStatus

@@ -121,6 +121,12 @@ def test_sweeper_republishes_requeues_and_dead_letters(session_factory) -> None:
         exhausted = sub("exhausted", SubmissionStatus.running, 5, old)
         fresh = sub("fresh", SubmissionStatus.running, 1, utcnow())
         done = sub("done", SubmissionStatus.scored, 1, old)
+    with session_factory() as s:  # the broker still holds messages: a backlog, not a loss
+        backlog = sweep(s, republish_after_s=50, stuck_after_s=50, max_attempts=5, republish_queued=False)
+    assert backlog.republished == [dead_worker] and backlog.dead_lettered == [exhausted]
+    with session_scope(session_factory) as s:  # put both back as they were
+        s.execute(update(Submission).where(Submission.id.in_([dead_worker, exhausted]))
+                  .values(status=SubmissionStatus.running, updated_at=old, error_code=None))
     with session_factory() as s:
         report = sweep(s, republish_after_s=50, stuck_after_s=50, max_attempts=5)
     assert set(report.republished) == {lost_msg, dead_worker}

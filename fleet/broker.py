@@ -1,4 +1,4 @@
-"""Broker probes for `/readyz` and `/metrics`: is it reachable, how deep is a queue.
+"""Broker probes for `/readyz`, `/metrics` and the sweeper: is it reachable, how deep is a queue.
 
 Each transport answers the depth question its own way: Redis keeps a queue as a list (plus one
 list per priority step), AMQP reports a message count on a passive `queue_declare`, and kombu's
