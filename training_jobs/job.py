@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, func, select, text, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -115,11 +115,31 @@ def _lock_key(job_id: uuid.UUID) -> int:
     return int.from_bytes(job_id.bytes[:8], "big", signed=True)
 
 
+class JobLease:
+    """The right to run one job. Truthy when held. `check()` raises OperationalError once the
+    connection that holds the Postgres advisory lock is gone (failover, idle timeout): the lock
+    went with it and another worker may already run the job, so this run must stop (the job stays
+    `running` and is resumed from its checkpoint by whoever holds the lock)."""
+
+    def __init__(self, held: bool, conn=None) -> None:
+        self.held = held
+        self._conn = conn
+
+    def __bool__(self) -> bool:
+        return self.held
+
+    def check(self) -> None:
+        if self._conn is not None:
+            self._conn.execute(text("SELECT 1"))
+            self._conn.commit()
+
+
 @contextmanager
-def job_lock(engine: Engine, job_id: uuid.UUID) -> Iterator[bool]:
-    """Yields True when this process may run the job (Postgres advisory lock; always True elsewhere)."""
+def job_lock(engine: Engine, job_id: uuid.UUID) -> Iterator[JobLease]:
+    """Yields a held lease when this process may run the job (Postgres advisory lock; always
+    held elsewhere: the embedded SQLite mode runs one training process)."""
     if engine.dialect.name != "postgresql":
-        yield True
+        yield JobLease(True)
         return
     key = _lock_key(job_id)
     conn = engine.connect()
@@ -127,12 +147,14 @@ def job_lock(engine: Engine, job_id: uuid.UUID) -> Iterator[bool]:
     try:
         got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
         conn.commit()
-        yield got
+        yield JobLease(got, conn if got else None)
     finally:
         try:
             if got:
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                 conn.commit()
+        except SQLAlchemyError:  # the connection died: the lock died with it
+            conn.invalidate()
         finally:
             conn.close()
 
@@ -141,8 +163,8 @@ def lock_is_free(engine: Engine, job_id: uuid.UUID) -> bool:
     """True when no live process runs this job (Postgres). SQLite cannot tell, so it answers False."""
     if engine.dialect.name != "postgresql":
         return False
-    with job_lock(engine, job_id) as got:
-        return got
+    with job_lock(engine, job_id) as lease:
+        return lease.held
 
 
 def jobs_to_wake(session: Session, defaults: TrainingDefaults) -> list[uuid.UUID]:
@@ -163,7 +185,8 @@ class JobRecorder:
     """Writes progress, log lines and results to the job row, each in its own short transaction."""
 
     def __init__(self, sessions: sessionmaker[Session], job_id: uuid.UUID, *, interval_s: float = 2.0,
-                 on_log: Callable[[str], None] | None = None) -> None:
+                 on_log: Callable[[str], None] | None = None, lease: JobLease | None = None) -> None:
+        self.lease = lease
         self.sessions = sessions
         self.job_id = job_id
         self.interval_s = interval_s
@@ -171,6 +194,8 @@ class JobRecorder:
         self._last_progress = 0.0
 
     def update(self, log_line: str | None = None, **fields: Any) -> None:
+        if self.lease is not None:  # every progress write proves the run still holds the job
+            self.lease.check()
         with session_scope(self.sessions) as s:
             job = s.get(TrainingJob, self.job_id)
             for k, v in fields.items():
@@ -251,11 +276,11 @@ def run_training_job(
     if engine is None:
         with sessions() as s:
             engine = s.get_bind()
-    with job_lock(engine, job_id) as got:
-        if not got:
+    with job_lock(engine, job_id) as lease:
+        if not lease:
             log.info("job %s runs elsewhere (lock held)", job_id)
             return None
-        rec = JobRecorder(sessions, job_id, interval_s=defaults.progress_interval_s, on_log=on_log)
+        rec = JobRecorder(sessions, job_id, interval_s=defaults.progress_interval_s, on_log=on_log, lease=lease)
         with session_scope(sessions) as s:
             job = s.get(TrainingJob, job_id)
             if job is None:
@@ -280,7 +305,10 @@ def run_training_job(
         except (StorageUnavailable, OperationalError) as exc:
             # Infrastructure, not the job: it stays `running`, its lock is released, and the
             # discovery beat resumes it from the last checkpoint (max_job_attempts still caps it).
-            rec.log(f"transient fault, will resume from the last checkpoint: {type(exc).__name__}: {exc}")
+            try:
+                rec.log(f"transient fault, will resume from the last checkpoint: {type(exc).__name__}: {exc}")
+            except Exception:  # the lease or the database itself is what failed
+                log.warning("job %s: transient fault (%s); not recorded", job_id, exc)
             raise
         except Exception as exc:
             rec.fail(exc)

@@ -58,7 +58,7 @@ def run(
     demo: Annotated[bool, typer.Option(help="Submit the demo recordings once everything is up.")] = True,
     exit_after_demo: Annotated[bool, typer.Option(help="Stop everything after the demo (for scripts).")] = False,
 ) -> None:
-    """Gateway, score worker, delivery worker and beat together, on this machine."""
+    """Gateway, score worker, delivery worker + beat and training worker together, on this machine."""
     from fleet.migrate import upgrade
 
     cfg = checked_settings()
@@ -67,6 +67,7 @@ def run(
         _spawn(["gateway"]),
         _spawn(["worker", "--queues", "score"]),
         _spawn(["worker", "--queues", "deliver", "--beat"]),
+        _spawn(["worker", "--queues", "train"]),
     ]
     code = 0
     try:

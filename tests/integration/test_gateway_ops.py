@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -97,6 +98,10 @@ def test_amqp_broker_probe_and_queue_depth(tmp_path: Path) -> None:
         for i in range(2):
             producer.publish({"i": i}, exchange=queue.exchange, routing_key=name, declare=[queue])
         try:
+            # publishes are asynchronous (no confirms): RabbitMQ counts them a moment later
+            deadline = time.monotonic() + 5
+            while queue_depth(celery, name) != 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
             assert queue_depth(celery, name) == 2
         finally:
             queue.bind(conn.default_channel).delete()

@@ -164,3 +164,31 @@ def test_a_failing_job_is_recorded_and_not_rerun_by_stale_messages(sessions, s3_
     with session_scope(sessions) as s:
         discover_batches(s, s3_store, root, defaults)
         assert maybe_trigger(s, training_defaults(trigger_threshold=3)) is not None
+
+
+def test_a_lost_lock_connection_ends_the_lease(sessions) -> None:
+    """If the connection holding a job's advisory lock dies, the run learns it at its next
+    progress write (and stops) instead of training on beside a second worker."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from training_jobs.job import JobRecorder
+
+    with session_scope(sessions) as s:
+        job = create_job(s, "manual", {}, training_defaults())
+    engine = sessions.kw["bind"]
+    with job_lock(engine, job.id) as lease:
+        assert lease
+        rec = JobRecorder(sessions, job.id, interval_s=0, lease=lease)
+        rec.progress(1, 10, 0.1, 2.0)  # held: the write goes through
+        pid = lease._conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        lease._conn.commit()
+        with engine.connect() as other:  # e.g. a failover or an idle timeout
+            other.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+            other.commit()
+        with pytest.raises(OperationalError):
+            rec.progress(2, 10, 0.2, 1.9)
+        with job_lock(engine, job.id) as second:  # the lock went with the connection
+            assert second
+    with sessions() as s:
+        assert s.get(TrainingJob, job.id).step == 1
