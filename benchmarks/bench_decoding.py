@@ -3,7 +3,7 @@
     HF_HUB_OFFLINE=1 PYTHONPATH=. python benchmarks/bench_decoding.py --n 40
     python benchmarks/bench_decoding.py --model /models/Qwen2-Audio-7B-Instruct --n 40   # real weights, GPU
 
-On speechocean762-sample utterances, with a full-granularity answer template built from the
+On speechocean762-sample utterances, with the prompt and full-granularity answer template the workers build from the
 manifest's words and phones (sentence: 5 scores, word: accuracy/stress/total, phone: one score per
 phone). Prints medians per utterance of language-model forward calls (counted with a forward hook
 on the language model) and wall time for
@@ -32,73 +32,26 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
-import soundfile as sf  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.progress import Progress  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from pronunciation.template import STRESS_VALUES, Literal, Slot, Template  # noqa: E402
+from pronunciation.assess import AssessmentRequest  # noqa: E402
+from pronunciation.assess import scoring_input as scoring_input_for  # noqa: E402
+from pronunciation.audio import load_audio  # noqa: E402
+from pronunciation.lexicon import build_reference  # noqa: E402
+from pronunciation.schema import Granularity  # noqa: E402
 
 DEFAULT_DATA = Path("/work/shared/data/speechocean762-sample")
 
-INSTRUCTIONS = (
-    "You are a pronunciation evaluation teacher who analyzes speech at sentence, word and phone levels. "
-    "At the sentence level, the evaluation includes accuracy, fluency, prosody, completeness, and a total score. "
-    "Accuracy reflects phone-level pronunciation, accent, and clarity; fluency considers pauses, repetitions, and "
-    "stammering; prosody assesses intonation, speed, and rhythm; and completeness indicates the percentage of words "
-    "from the target text that were actually pronounced correctly. The total score is a comprehensive measure that "
-    "reflects all aspects of speech. At the word level, the evaluation includes accuracy, stress, and a total score. "
-    "Accuracy again considers phone pronunciation, accent, and clarity, while the stress score reflects the "
-    "correctness of stress placement, where a score of 10 indicates correct stress and 5 indicates incorrect stress. "
-    "At phone level, we assess the goodness of each phoneme within the words. All scores range from 0 to 10, with 0 "
-    "representing the poorest pronunciation and 10 representing the best, except for the word-level stress score, "
-    "which is either 5 or 10.\n"
-    "Please evaluate the provided audio at the sentence, word, and phone levels using the given reference text and "
-    "phone sequence. In the phone sequence, '-' indicates word boundaries. The final output format should be "
-    "structured as follows:\n"
-    "Sentence Scores: {Acc} {Flu} {Pro} {Com} {Tot}\n"
-    "Word Scores: {W1}/{Acc}/{Str}/{Tot} {W2}/{Acc}/{Str}/{Tot} ...\n"
-    "Phone Scores: {P1}/{Acc} {P2}/{Acc} - {P3}/{Acc} ..."
-)
+def scoring_input(rec: dict, audio: np.ndarray):
+    """The production path: the reference, prompt and full-granularity template the workers build."""
+    reference = build_reference(rec["text"], [w["phones"] for w in rec["words"]])
+    return scoring_input_for(AssessmentRequest(audio=audio, reference=reference, granularity=Granularity.FULL))
 
 
-def full_template(words: list[dict]) -> Template:
-    segs: list = [Literal("Sentence Scores: ")]
-    for k, aspect in enumerate(("accuracy", "fluency", "prosodic", "completeness", "total")):
-        if k:
-            segs.append(Literal(" "))
-        segs.append(Slot(f"sentence.{aspect}"))
-    segs.append(Literal("\nWord Scores:"))
-    for i, w in enumerate(words):
-        segs += [
-            Literal(f" {w['text']}/"),
-            Slot(f"word[{i}].accuracy"),
-            Literal("/"),
-            Slot(f"word[{i}].stress", STRESS_VALUES),
-            Literal("/"),
-            Slot(f"word[{i}].total"),
-        ]
-    segs.append(Literal("\nPhone Scores:"))
-    for i, w in enumerate(words):
-        for j, phone in enumerate(w["phones"]):
-            segs.append(Literal(f"{' -' if i and not j else ''} {phone}/"))
-            segs.append(Slot(f"word[{i}].phone[{j}]"))
-    return Template(tuple(segs))
-
-
-def request_text(rec: dict) -> str:
-    phones = " - ".join(" ".join(w["phones"]) for w in rec["words"])
-    return f"Reference text: {rec['text']}.\nReference phone sequence: {phones}."
-
-
-def load_audio(path: Path) -> np.ndarray:
-    audio, sr = sf.read(path, dtype="float32", always_2d=True)
-    audio = audio.mean(axis=1)
-    if sr != 16000:
-        import soxr
-
-        audio = soxr.resample(audio, sr, 16000).astype(np.float32)
-    return audio
+def load_clip(path: Path) -> np.ndarray:
+    return load_audio(path.read_bytes())
 
 
 def peak_rss_mib() -> float:
@@ -122,7 +75,7 @@ def main(argv=None) -> int:
     import torch
 
     from pronunciation.decoding import compile_template
-    from pronunciation.runtime import ScoringInput, ScoringModel
+    from pronunciation.runtime import ScoringModel
     from pronunciation.tiny_model import build_tiny_model
 
     if args.threads:
@@ -142,8 +95,8 @@ def main(argv=None) -> int:
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("loading audio", total=len(records))
         for rec in records:
-            audio = load_audio(args.data / rec["audio"])
-            inputs.append(ScoringInput(audio, INSTRUCTIONS, request_text(rec), full_template(rec["words"])))
+            audio = load_clip(args.data / rec["audio"])
+            inputs.append(scoring_input(rec, audio))
             progress.advance(task)
 
     calls = [0]
