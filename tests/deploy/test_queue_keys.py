@@ -4,7 +4,7 @@
   list named in each ScaledObject one longer.
 - `apa-fleet beat` alone sends the periodic tasks to the `deliver` queue (beat.yaml's command).
 - The worker probe command of the manifests gets a pong from a real `apa-fleet worker`, and none
-  when the node name is another process's.
+  when the node name is another process's; beat's probe passes while the broker answers only.
 """
 
 from __future__ import annotations
@@ -78,6 +78,19 @@ def test_beat_command_sends_the_periodic_tasks(broker: redis.Redis, tmp_path: Pa
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_beat_probe_follows_the_broker(broker: redis.Redis, tmp_path: Path) -> None:
+    [beat] = [d for d in of_kind("Deployment") if d["metadata"]["name"] == "apa-beat"]
+    [container] = containers(beat)
+    command = container["livenessProbe"]["exec"]["command"]
+    assert container["readinessProbe"]["exec"]["command"] == command
+    up = subprocess.run(command, env=_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert up.returncode == 0, up.stderr
+    closed = REDIS_URL.rsplit("/", 1)[0].rsplit(":", 1)[0] + ":1/0"  # nothing listens on port 1
+    env = _env(tmp_path) | {"APA_BROKER_URL": closed}
+    down = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert down.returncode != 0 and "Connection" in down.stderr
 
 
 def _probe(command: list[str], pid: int, env: dict[str, str], timeout_s: int) -> subprocess.CompletedProcess[str]:
