@@ -1,8 +1,9 @@
-"""`apa-fleet worker`, `apa-fleet run`: the processes of the fleet.
+"""`apa-fleet worker`, `apa-fleet beat`, `apa-fleet run`: the processes of the fleet.
 
 In production each part starts on its own (gateway, `worker --queues score` on GPU nodes,
-`worker --queues deliver --beat`, `worker --queues train`), pointed at Postgres, Redis and S3 by
-configuration. `run` starts them all on this machine, which is what the embedded mode needs.
+`worker --queues deliver`, `worker --queues train`, exactly one `beat`), pointed at Postgres,
+Redis and S3 by configuration. `run` starts them all on this machine, which is what the embedded
+mode needs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -48,6 +50,25 @@ def worker(
         schedule.parent.mkdir(parents=True, exist_ok=True)
         argv += ["-B", "-s", str(schedule)]
     app.worker_main(argv)
+
+
+def beat(
+    schedule_file: Annotated[Path | None, typer.Option(
+        help="Where beat keeps its last-run times (default var_dir/celerybeat-schedule).")] = None,
+    loglevel: str = "INFO",
+) -> None:
+    """Run only the periodic tasks (sweeper, due callbacks, batch discovery): exactly one per fleet.
+
+    Beat publishes tasks by name and needs the broker alone, so it runs as its own single-replica
+    process instead of inside a worker (`worker --beat` in every deliver replica would schedule each
+    task once per replica).
+    """
+    cfg = settings()
+    from fleet.queue import make_celery
+
+    schedule = (schedule_file or cfg.var_dir / "celerybeat-schedule").resolve()
+    schedule.parent.mkdir(parents=True, exist_ok=True)
+    make_celery(cfg).Beat(schedule=str(schedule), loglevel=loglevel).run()
 
 
 def _spawn(args: list[str]) -> subprocess.Popen:
