@@ -431,8 +431,12 @@ def main(argv=None) -> int:
     }
     print(f"adapters: {fig['adapters']}", flush=True)
 
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    partial = args.out.with_suffix(".partial.json")  # survives a run cut off at its time limit
+    partial.write_text(json.dumps(fig, indent=2, default=str))
     batches = [int(b) for b in args.batches.split(",")]
     fig["inference"] = bench_inference(sm, inputs[: args.n], meter, batches, args.n_batch1)
+    partial.write_text(json.dumps(fig, indent=2, default=str))
     # answer check: values in range (random weights: the values themselves mean nothing)
     out = sm.score(inputs[:2], batch_size=2)
     fig["example_answer"] = out[0].text.splitlines()[0]
@@ -457,9 +461,9 @@ def main(argv=None) -> int:
     fig["gpus_per_1000_recordings_per_hour"] = {b: gpus_per_1000(r["utt_per_s"]) for b, r in fig["inference"].items()}
     fig["best_utt_per_s"] = best["utt_per_s"]
 
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(fig, indent=2, default=str))
     args.out.with_suffix(".md").write_text(markdown(fig))
+    partial.unlink(missing_ok=True)
     print(markdown(fig), flush=True)
     return 0
 
