@@ -191,7 +191,7 @@ def make_adapters(model, folder: Path, names: list[str]) -> None:
     return model
 
 
-def bench_inference(sm, inputs, meter, batches: list[int], n_batch1: int, repeat_warm: bool = True) -> dict:
+def bench_inference(sm, inputs, meter, batches: list[int], n_batch1: int) -> dict:
     """Throughput, latency and LM forwards of ScoringModel.score at each batch size."""
     calls = [0]
 
@@ -273,10 +273,16 @@ def bench_training(model, processor, examples, device, meter, *, grad_accum: int
 
 
 def gpus_per_1000(utt_per_s: float) -> float:
+    """GPUs busy to score 1,000 recordings an hour at this throughput (below 1: a fraction of one)."""
     return RECORDINGS_PER_HOUR / 3600 / utt_per_s
 
 
+def _gib(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
 def markdown(fig: dict) -> str:
+    """The figures as a short markdown report (what README quotes)."""
     lines = [f"# gpu_check: {fig['label']}", ""]
     lines.append(f"- device: {fig['device_name']} ({fig['device']}), torch {fig['torch']}, transformers "
                  f"{fig['transformers']}, peft {fig['peft']}, attention {fig['attn_implementation']}")
@@ -305,9 +311,9 @@ def markdown(fig: dict) -> str:
     if t and "error" not in t:
         lines.append(f"- training (LoRA r8, {t['lora_trainable_params'] / 1e6:.1f} M trainable, micro-batch 1, "
                      f"grad accum {t['grad_accum']}): SFT step {t['sft']['step_s']:.2f} s "
-                     f"({t['sft']['per_example_s']:.3f} s/example), peak {t['sft']['peak_gpu_gib']} GiB; SimPO step "
+                     f"({t['sft']['per_example_s']:.3f} s/example), peak {_gib(t['sft']['peak_gpu_gib'])} GiB; SimPO step "
                      f"{t['simpo']['step_s']:.2f} s ({t['simpo']['per_example_s']:.3f} s/pair), peak "
-                     f"{t['simpo']['peak_gpu_gib']} GiB")
+                     f"{_gib(t['simpo']['peak_gpu_gib'])} GiB")
     elif t:
         lines.append(f"- training: FAILED: {t['error']}")
     if fig.get("cpu_reference"):
