@@ -326,8 +326,7 @@ def _run(job_id: uuid.UUID, snap: dict, settings: Settings, sessions: sessionmak
         base_model_name,
         gate,
         new_version,
-        promote_if_better,
-        register_candidate,
+        record_candidate,
         save_adapter,
     )
     from training_jobs.report import store_report
@@ -463,17 +462,10 @@ def _run(job_id: uuid.UUID, snap: dict, settings: Settings, sessions: sessionmak
         version = existing.version if existing is not None else new_version(job_id)
     metrics["adapter_version"] = version
     uri = save_adapter(store, settings, adapter_dir, version, metrics)
-    with session_scope(sessions) as s:
-        row = s.scalar(select(Adapter).where(Adapter.version == version))
-        if row is None:
-            row = register_candidate(s, version=version, uri=uri, base_model=base_name, metrics=metrics,
-                                     training_job_id=job_id)
-        promoted, why = promote_if_better(s, row, decision, compared_with=baseline[0] if baseline else None,
-                                          auto_promote=params.auto_promote)
-        metrics["promoted"] = promoted
-        metrics["promotion"] = why
-        row.metrics = dict(metrics)
-        flag_modified(row, "metrics")  # the dict may be the one registered above, mutated since
+    promoted, why = record_candidate(sessions, version=version, uri=uri, base_model=base_name, metrics=metrics,
+                                     training_job_id=job_id, decision=decision,
+                                     compared_with=baseline[0] if baseline else None,
+                                     auto_promote=params.auto_promote)
     rec.log(f"adapter {version} registered at {uri}; {why}")
 
     # 6. report, then done
