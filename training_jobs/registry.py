@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import flag_modified
 
@@ -163,19 +164,40 @@ def promote_if_better(session: Session, candidate: Adapter, decision: GateDecisi
 def record_candidate(sessions: sessionmaker[Session], *, version: str, uri: str, base_model: str,
                      metrics: dict[str, Any], training_job_id: uuid.UUID | None, decision: GateDecision,
                      compared_with: str | None, auto_promote: bool = True) -> tuple[bool, str]:
-    """Register the uploaded adapter as a candidate and promote it when the gate says so.
+    """Register the uploaded adapter as a candidate, commit, then try to promote it.
 
+    Two transactions, so that the adapter (already in storage) is never orphaned: the candidate
+    row is committed first; promotion runs in its own transaction. An ops activation landing at
+    the same moment makes the promotion lose (the one-active index refuses it, or the re-check
+    sees the new active adapter): the adapter stays a candidate and the job still succeeds.
     Idempotent across attempts of one job (the row is found by version). Sets
-    metrics["promoted"] and metrics["promotion"]. Returns (promoted, why).
+    metrics["promoted"] and metrics["promotion"]; returns (promoted, why).
     """
     with session_scope(sessions) as s:
         row = s.scalar(select(Adapter).where(Adapter.version == version))
         if row is None:
-            row = register_candidate(s, version=version, uri=uri, base_model=base_model, metrics=metrics,
+            row = register_candidate(s, version=version, uri=uri, base_model=base_model, metrics=dict(metrics),
                                      training_job_id=training_job_id)
-        promoted, why = promote_if_better(s, row, decision, compared_with=compared_with, auto_promote=auto_promote)
-        metrics["promoted"] = promoted
-        metrics["promotion"] = why
+        row_id = row.id
+    try:
+        with session_scope(sessions) as s:
+            row = s.get(Adapter, row_id)
+            if row.status == AdapterStatus.active:  # an earlier attempt promoted it already
+                promoted, why = True, str(metrics.get("promotion") or f"promoted: {decision.reason}")
+            else:
+                promoted, why = promote_if_better(s, row, decision, compared_with=compared_with,
+                                                  auto_promote=auto_promote)
+    except IntegrityError:
+        with sessions() as s:
+            now_active = active_adapter(s, base_model)
+        promoted = False
+        why = (f"kept as candidate: {now_active.version if now_active else 'another adapter'} was activated "
+               "at the same moment")
+        log.warning("adapter %s: promotion lost a race: %s", version, why)
+    metrics["promoted"] = promoted
+    metrics["promotion"] = why
+    with session_scope(sessions) as s:
+        row = s.get(Adapter, row_id)
         row.metrics = dict(metrics)
         flag_modified(row, "metrics")
     return promoted, why
