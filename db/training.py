@@ -35,11 +35,19 @@ def _insert_ignoring_conflicts(session: Session, table, values: dict[str, Any]):
     return session.execute(stmt.returning(table.c.id)).scalar()
 
 
-def add_batch_row(session: Session, prefix: str, name: str) -> tuple[AnnotationBatch, bool]:
-    """The batch row for `prefix` (already normalized), created if absent. Returns (row, created).
+def batch_key(uri: str) -> str:
+    """One spelling per batch prefix, the unique key of its row: always ends with "/"."""
+    return uri.rstrip("/") + "/"
 
-    The caller commits. Concurrent calls for one prefix create one row; the others get it back.
+
+def add_batch_row(session: Session, uri: str, name: str | None = None) -> tuple[AnnotationBatch, bool]:
+    """The batch row for the prefix `uri` (checked by the caller), created `registered` if absent.
+
+    Returns (row, created). The caller commits. Concurrent calls for one prefix create one row;
+    the others get it back.
     """
+    prefix = batch_key(uri)
+    name = name or prefix.rstrip("/").rsplit("/", 1)[-1] or prefix
     new_id = _insert_ignoring_conflicts(session, AnnotationBatch.__table__, {
         "id": uuid.uuid4(), "uri": prefix, "name": name[:200], "problems": [], "created_at": utcnow(),
         "progress_at": utcnow(),
@@ -69,4 +77,4 @@ def add_job_row(session: Session, trigger: str, params: dict[str, Any],
     return session.get(TrainingJob, new_id)
 
 
-__all__ = ["PENDING_JOB_STATUSES", "add_batch_row", "add_job_row", "pending_job"]
+__all__ = ["PENDING_JOB_STATUSES", "add_batch_row", "batch_key", "add_job_row", "pending_job"]
