@@ -282,16 +282,35 @@ class AnnotationBatch(Base):
     n_accepted: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     n_quarantined: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     problems: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # validation progress: utterances checked so far (in sorted id order), committed per chunk
+    n_checked: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    progress_at: Mapped[datetime | None] = mapped_column(TS)
     used_by_job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("training_jobs.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     validated_at: Mapped[datetime | None] = mapped_column(TS)
 
 
+DEFAULT_ENGINE = "qwen2-audio"
+
+
 class TrainingJob(Base):
+    """One training run. The database allows one queued/running job per engine (a unique partial
+    index), so concurrent triggers (gateway, beat) cannot both create one."""
+
     __tablename__ = "training_jobs"
-    __table_args__ = (Index("ix_training_jobs_status_created", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_training_jobs_status_created", "status", "created_at"),
+        Index(
+            "uq_training_jobs_one_pending_per_engine",
+            "engine",
+            unique=True,
+            postgresql_where=text("status IN ('queued', 'running')"),
+            sqlite_where=text("status IN ('queued', 'running')"),
+        ),
+    )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    engine: Mapped[str] = mapped_column(String(32), default=DEFAULT_ENGINE, server_default=text(f"'{DEFAULT_ENGINE}'"))
     status: Mapped[JobStatus] = mapped_column(_enum(JobStatus, "job_status"), default=JobStatus.queued)
     trigger: Mapped[str] = mapped_column(String(32))  # manual | batch | threshold | cli
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

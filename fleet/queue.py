@@ -8,12 +8,13 @@ of work. The task code registers itself on this app in `workers/` and `training_
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from celery import Celery
 
-from fleet.settings import Settings
+from fleet.settings import Settings, get_settings
 
 SCORE_QUEUE, DELIVER_QUEUE, TRAIN_QUEUE = "score", "deliver", "train"
 SCORE_TASK = "apa.score"
@@ -22,6 +23,7 @@ DELIVER_DUE_TASK = "apa.deliver_due"
 SWEEP_TASK = "apa.sweep"
 TRAIN_TASK = "apa.train"
 DISCOVER_BATCHES_TASK = "apa.discover_batches"
+VALIDATE_BATCH_TASK = "apa.validate_batch"
 
 ROUTES = {
     SCORE_TASK: {"queue": SCORE_QUEUE},
@@ -29,9 +31,13 @@ ROUTES = {
     DELIVER_DUE_TASK: {"queue": DELIVER_QUEUE},
     SWEEP_TASK: {"queue": DELIVER_QUEUE},
     TRAIN_TASK: {"queue": TRAIN_QUEUE},
-    # Discovery runs beside beat on the light queue, not behind an hours-long training run.
-    DISCOVER_BATCHES_TASK: {"queue": DELIVER_QUEUE},
+    # Discovery and validation decode audio for minutes: they run on the training workers, never
+    # beside the callbacks and the sweeper (a long one there blocks deliveries).
+    DISCOVER_BATCHES_TASK: {"queue": TRAIN_QUEUE},
+    VALIDATE_BATCH_TASK: {"queue": TRAIN_QUEUE},
 }
+WORKER_TASK_MODULES = ("workers.tasks", "training_jobs.tasks")
+"""Modules that register tasks on the worker app, named (not imported) so fleet stays at the bottom."""
 
 
 def broker_folder(settings: Settings) -> Path:
@@ -77,6 +83,15 @@ def make_celery(settings: Settings) -> Celery:
             "discover-annotation-batches": {"task": DISCOVER_BATCHES_TASK, "schedule": settings.discover_interval_s},
         },
     )
+    return app
+
+
+@lru_cache(maxsize=1)
+def worker_app() -> Celery:
+    """The one Celery app of a worker process, shared by `workers` and `training_jobs` (neither
+    imports the other): configured from the environment, listing both task modules."""
+    app = make_celery(get_settings())
+    app.conf.include = list(WORKER_TASK_MODULES)
     return app
 
 

@@ -17,8 +17,10 @@ On Postgres a session-level advisory lock, held on its own connection for the wh
 sure one job runs in one place; the lock dies with the process, which is also how the sweep tells
 a crashed `running` job (lock free) from a live one. SQLite (embedded mode) has one worker.
 
-Trigger helpers `create_job` and `maybe_trigger` import no torch (the gateway and the beat use
-them); the training modules are imported inside `run_training_job`.
+Trigger helpers `create_job` and `maybe_trigger` import no torch (the CLI and the beat use them;
+the gateway writes its job rows through `db.training`); the database allows one queued/running
+job per engine, so concurrent triggers cannot create duplicates. The training modules are
+imported inside `run_training_job`.
 """
 
 from __future__ import annotations
@@ -39,10 +41,10 @@ from typing import Any
 from sqlalchemy import Engine, func, select, text, update
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.orm.attributes import flag_modified
 
 from db.engine import session_scope
-from db.models import Adapter, AnnotationBatch, BatchStatus, JobStatus, TrainingJob
+from db.models import DEFAULT_ENGINE, Adapter, AnnotationBatch, BatchStatus, JobStatus, TrainingJob
+from db.training import add_job_row, pending_job
 from fleet.settings import Settings
 from fleet.storage import ObjectStore, StorageUnavailable
 from training_jobs.config import TrainingDefaults, resolve_params
@@ -60,14 +62,23 @@ class TrainingError(RuntimeError):
 # -- triggers (no torch) ----------------------------------------------------------------------
 
 
+class JobPending(RuntimeError):
+    """The engine already has a queued or running job (the database allows one)."""
+
+    def __init__(self, job: TrainingJob | None) -> None:
+        self.job_id = job.id if job is not None else None
+        what = f"training job {job.id} is {job.status.value}" if job is not None else "a training job is pending"
+        super().__init__(f"{what}; one queued/running job per engine")
+
+
 def create_job(session: Session, trigger: str, params: dict[str, Any] | None = None,
-               defaults: TrainingDefaults | None = None) -> TrainingJob:
-    """A queued job; params are checked now (ParamsError names a bad key). The caller commits
-    and then publishes TRAIN_TASK with the job id."""
+               defaults: TrainingDefaults | None = None, *, engine: str = DEFAULT_ENGINE) -> TrainingJob:
+    """A queued job; params are checked now (ParamsError names a bad key). Raises JobPending when
+    the engine already has a queued/running job. The caller commits and then publishes TRAIN_TASK."""
     resolve_params(defaults or TrainingDefaults(), params)
-    job = TrainingJob(trigger=trigger, params=dict(params or {}), status=JobStatus.queued)
-    session.add(job)
-    session.flush()
+    job = add_job_row(session, trigger, dict(params or {}), engine)
+    if job is None:
+        raise JobPending(pending_job(session, engine))
     return job
 
 
@@ -81,12 +92,12 @@ def unused_accepted_items(session: Session) -> int:
     ) or 0)
 
 
-def maybe_trigger(session: Session, settings: TrainingDefaults) -> TrainingJob | None:
-    """Create a `threshold` job when enough new accepted utterances wait and no job is pending."""
-    pending = session.scalar(
-        select(func.count()).select_from(TrainingJob).where(TrainingJob.status.in_([JobStatus.queued, JobStatus.running]))
-    )
-    if pending:
+def maybe_trigger(session: Session, settings: TrainingDefaults, *, engine: str = DEFAULT_ENGINE) -> TrainingJob | None:
+    """Create a `threshold` job when enough new accepted utterances wait and no job is pending.
+
+    The check below is only a shortcut: the database's one-pending-job-per-engine index decides
+    when two triggers (gateway, beat, validation tasks) race, and the loser gets None."""
+    if pending_job(session, engine) is not None:
         return None
     n = unused_accepted_items(session)
     if n < settings.trigger_threshold:
@@ -103,7 +114,10 @@ def maybe_trigger(session: Session, settings: TrainingDefaults) -> TrainingJob |
     if last_failed is not None and newest_batch is not None and newest_batch <= last_failed:
         log.warning("not re-triggering: the last threshold job failed and no batch was accepted since")
         return None
-    job = create_job(session, "threshold", {}, settings)
+    resolve_params(settings, {})
+    job = add_job_row(session, "threshold", {}, engine)
+    if job is None:
+        return None
     log.info("%d new accepted utterances >= %d: created training job %s", n, settings.trigger_threshold, job.id)
     return job
 
@@ -326,8 +340,7 @@ def _run(job_id: uuid.UUID, snap: dict, settings: Settings, sessions: sessionmak
         base_model_name,
         gate,
         new_version,
-        promote_if_better,
-        register_candidate,
+        record_candidate,
         save_adapter,
     )
     from training_jobs.report import store_report
@@ -463,17 +476,10 @@ def _run(job_id: uuid.UUID, snap: dict, settings: Settings, sessions: sessionmak
         version = existing.version if existing is not None else new_version(job_id)
     metrics["adapter_version"] = version
     uri = save_adapter(store, settings, adapter_dir, version, metrics)
-    with session_scope(sessions) as s:
-        row = s.scalar(select(Adapter).where(Adapter.version == version))
-        if row is None:
-            row = register_candidate(s, version=version, uri=uri, base_model=base_name, metrics=metrics,
-                                     training_job_id=job_id)
-        promoted, why = promote_if_better(s, row, decision, compared_with=baseline[0] if baseline else None,
-                                          auto_promote=params.auto_promote)
-        metrics["promoted"] = promoted
-        metrics["promotion"] = why
-        row.metrics = dict(metrics)
-        flag_modified(row, "metrics")  # the dict may be the one registered above, mutated since
+    promoted, why = record_candidate(sessions, version=version, uri=uri, base_model=base_name, metrics=metrics,
+                                     training_job_id=job_id, decision=decision,
+                                     compared_with=baseline[0] if baseline else None,
+                                     auto_promote=params.auto_promote)
     rec.log(f"adapter {version} registered at {uri}; {why}")
 
     # 6. report, then done

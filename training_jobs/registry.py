@@ -3,8 +3,7 @@
 An adapter version is a folder prefix in object storage, `<adapter_prefix><version>/`, holding
 `adapter_config.json`, `adapter_model.safetensors` and `metrics.json`; score workers copy every
 object under it (ObjectStore.download_folder). Its row says `candidate`, `active` or
-`retired`; the database allows one `active` row per base model (a unique partial index), so two
-workers can never disagree on which adapter scores.
+`retired`.
 
 Promotion gate (`gate`): the candidate is promoted automatically only if, on the job's held-out
 set, its mean correlation over the headline aspects beats the baseline's (the active adapter, or
@@ -16,9 +15,10 @@ completeness is in the paper); a candidate NaN on a measurable aspect (its predi
 constant) blocks promotion; a baseline NaN counts as 0 (no rank information). Ops can always
 activate by hand.
 
-`activate` retires the current active adapter and activates the new one in ONE transaction:
-retire, flush, then activate, so the unique index never sees two actives. Rollback is activating
-the previously active version. No torch here: the gateway calls these.
+Activation, rollback and the registry's queries live in `db.adapters` (the gateway calls them
+without importing this package) and are re-exported here. After a training run the candidate row
+is committed first and promoted in its own transaction (`record_candidate`), so an ops activation
+at the same moment can cost the candidate its promotion, never the job.
 """
 
 from __future__ import annotations
@@ -33,8 +33,20 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import flag_modified
 
+from db.adapters import (  # noqa: F401 - re-exported: the registry API in one place
+    RegistryError,
+    activate,
+    active_adapter,
+    get_adapter,
+    list_adapters,
+    previous_active,
+    rollback,
+)
+from db.engine import session_scope
 from db.models import Adapter, AdapterStatus
 from fleet.settings import Settings
 from fleet.storage import ObjectStore
@@ -42,10 +54,6 @@ from fleet.storage import ObjectStore
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
-
-
-class RegistryError(ValueError):
-    """An adapter that does not exist, or a request the registry cannot honour."""
 
 
 def base_model_name(settings: Settings) -> str:
@@ -88,82 +96,6 @@ def register_candidate(session: Session, *, version: str, uri: str, base_model: 
     session.add(row)
     session.flush()
     return row
-
-
-def get_adapter(session: Session, adapter_id_or_version: uuid.UUID | str) -> Adapter:
-    key = str(adapter_id_or_version)
-    row = None
-    try:
-        row = session.get(Adapter, uuid.UUID(key))
-    except ValueError:
-        pass
-    if row is None:
-        row = session.scalar(select(Adapter).where(Adapter.version == key))
-    if row is None:
-        raise RegistryError(f"no adapter {key!r}")
-    return row
-
-
-def active_adapter(session: Session, base_model: str) -> Adapter | None:
-    return session.scalar(
-        select(Adapter).where(Adapter.base_model == base_model, Adapter.status == AdapterStatus.active)
-    )
-
-
-def list_adapters(session: Session, base_model: str | None = None) -> list[Adapter]:
-    """Newest first."""
-    stmt = select(Adapter).order_by(Adapter.created_at.desc(), Adapter.version.desc())
-    if base_model is not None:
-        stmt = stmt.where(Adapter.base_model == base_model)
-    return list(session.scalars(stmt))
-
-
-def activate(session: Session, adapter_id_or_version: uuid.UUID | str) -> Adapter:
-    """Make the adapter active for its base model, retiring the current one; the caller commits.
-
-    Retire first and flush, then activate: the unique partial index (one active per base model)
-    is checked per statement, so the order matters. Under a concurrent activation, one of the
-    two transactions fails on that index instead of leaving two actives. Idempotent.
-    """
-    row = get_adapter(session, adapter_id_or_version)
-    current = session.scalar(
-        select(Adapter)
-        .where(Adapter.base_model == row.base_model, Adapter.status == AdapterStatus.active)
-        .with_for_update()
-    )
-    if current is not None and current.id == row.id:
-        return row
-    if current is not None:
-        current.status = AdapterStatus.retired
-        session.flush()
-    row.status = AdapterStatus.active
-    row.activated_at = datetime.now(timezone.utc)
-    session.flush()
-    log.info("adapter %s is now active for %s (was %s)", row.version, row.base_model,
-             current.version if current is not None else "none")
-    return row
-
-
-def previous_active(session: Session, base_model: str) -> Adapter | None:
-    """The adapter that was active before the current one (the most recently activated other one)."""
-    current = active_adapter(session, base_model)
-    stmt = (
-        select(Adapter)
-        .where(Adapter.base_model == base_model, Adapter.activated_at.is_not(None))
-        .order_by(Adapter.activated_at.desc())
-    )
-    for row in session.scalars(stmt):
-        if current is None or row.id != current.id:
-            return row
-    return None
-
-
-def rollback(session: Session, base_model: str) -> Adapter:
-    """Activate the previously active version again (the current one is retired)."""
-    prev = previous_active(session, base_model)
-    if prev is None:
-        raise RegistryError(f"no previously active adapter for {base_model!r} to roll back to")
-    return activate(session, prev.id)
 
 
 # -- the promotion gate ----------------------------------------------------------------------
@@ -227,3 +159,45 @@ def promote_if_better(session: Session, candidate: Adapter, decision: GateDecisi
                        f"{now_active.version if now_active else 'none'} during evaluation")
     activate(session, candidate.id)
     return True, f"promoted: {decision.reason}"
+
+
+def record_candidate(sessions: sessionmaker[Session], *, version: str, uri: str, base_model: str,
+                     metrics: dict[str, Any], training_job_id: uuid.UUID | None, decision: GateDecision,
+                     compared_with: str | None, auto_promote: bool = True) -> tuple[bool, str]:
+    """Register the uploaded adapter as a candidate, commit, then try to promote it.
+
+    Two transactions, so that the adapter (already in storage) is never orphaned: the candidate
+    row is committed first; promotion runs in its own transaction. An ops activation landing at
+    the same moment makes the promotion lose (the one-active index refuses it, or the re-check
+    sees the new active adapter): the adapter stays a candidate and the job still succeeds.
+    Idempotent across attempts of one job (the row is found by version). Sets
+    metrics["promoted"] and metrics["promotion"]; returns (promoted, why).
+    """
+    with session_scope(sessions) as s:
+        row = s.scalar(select(Adapter).where(Adapter.version == version))
+        if row is None:
+            row = register_candidate(s, version=version, uri=uri, base_model=base_model, metrics=dict(metrics),
+                                     training_job_id=training_job_id)
+        row_id = row.id
+    try:
+        with session_scope(sessions) as s:
+            row = s.get(Adapter, row_id)
+            if row.status == AdapterStatus.active:  # an earlier attempt promoted it already
+                promoted, why = True, str(metrics.get("promotion") or f"promoted: {decision.reason}")
+            else:
+                promoted, why = promote_if_better(s, row, decision, compared_with=compared_with,
+                                                  auto_promote=auto_promote)
+    except IntegrityError:
+        with sessions() as s:
+            now_active = active_adapter(s, base_model)
+        promoted = False
+        why = (f"kept as candidate: {now_active.version if now_active else 'another adapter'} was activated "
+               "at the same moment")
+        log.warning("adapter %s: promotion lost a race: %s", version, why)
+    metrics["promoted"] = promoted
+    metrics["promotion"] = why
+    with session_scope(sessions) as s:
+        row = s.get(Adapter, row_id)
+        row.metrics = dict(metrics)
+        flag_modified(row, "metrics")
+    return promoted, why

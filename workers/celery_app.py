@@ -10,11 +10,9 @@ import logging
 
 from celery.signals import worker_process_init
 
-from fleet.queue import make_celery
-from fleet.settings import get_settings
+from fleet.queue import worker_app
 
-app = make_celery(get_settings())
-app.conf.include = ["workers.tasks", "training_jobs.tasks"]
+app = worker_app()
 
 log = logging.getLogger(__name__)
 

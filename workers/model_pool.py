@@ -3,6 +3,10 @@
 Before each batch the pool reads the active adapter of its base model from the registry (one
 indexed query); when ops promote another version, the next batch downloads it once into a local
 cache and switches to it with peft, leaving the base weights in memory.
+
+Two adapters stay loaded: the active one and the one it replaced (so a rollback is a switch, not
+a download). Every other version is unloaded (peft `delete_adapter`) at the switch, so a worker
+that lives through many promotions holds at most two adapters' weights on its GPU.
 """
 
 from __future__ import annotations
@@ -61,6 +65,13 @@ class ModelPool:
             ).first()
         return (row.version, row.uri) if row else None
 
+    @staticmethod
+    def _keep_only(model, keep: set[str | None]) -> None:
+        """Unload every loaded adapter version not in `keep` (its weights leave the device)."""
+        for version in [v for v in model.adapter_versions if v not in keep]:
+            model.unload_adapter(version)
+            log.info("unloaded adapter %s (only the active and the previous one stay loaded)", version)
+
     def ready_model(self):
         """The model with the registry's active adapter switched in (or none when none is active)."""
         model = self.model()
@@ -69,6 +80,7 @@ class ModelPool:
         if wanted is None:
             if current is not None:
                 model.activate(None)
+                self._keep_only(model, {current})
             return model
         version, uri = wanted
         if current != version:
@@ -80,6 +92,7 @@ class ModelPool:
                     model.load_adapter(str(local), version)
                 model.activate(version)
                 log.info("scoring with adapter %s", version)
+                self._keep_only(model, {version, current})
             except Exception:
                 # A broken or unreachable adapter must not stop scoring: keep the current one
                 # (every result records the version that really produced it) and try again next batch.

@@ -1,8 +1,9 @@
 """Ops routes of the retraining loop: annotation batches, training jobs, the adapter registry.
 
 Only `ops` keys may call them. The work itself happens on the `train` queue; these routes write
-rows, commit, then publish (as submissions do), and read the rows back for status. No torch here:
-the training_jobs modules imported below are the torch-free ones (batches, job, registry).
+rows, commit, then publish tasks by name (as submissions do), and read the rows back for status.
+They import no `training_jobs` (nor numpy, soundfile or torch): rows go through `db.training` and
+`db.adapters`, job params are checked with `fleet.training_config`.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ from sqlalchemy.exc import IntegrityError
 from api_gateway.auth import Principal, require_roles
 from api_gateway.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from api_gateway.errors import ApiError, error_responses
+from db.adapters import RegistryError, activate, list_adapters
 from db.models import Adapter, AnnotationBatch, Role, TrainingJob
-from fleet.queue import TRAIN_TASK, publish
-from fleet.storage import StorageError, StorageUnavailable
+from db.training import add_batch_row, add_job_row, pending_job
+from fleet.queue import TRAIN_TASK, VALIDATE_BATCH_TASK, publish
+from fleet.storage import StorageError, StorageUnavailable, parse_uri
+from fleet.training_config import ParamsError, TrainingDefaults, resolve_params
 
 log = logging.getLogger(__name__)
 OpsDep = Annotated[Principal, Depends(require_roles(Role.ops))]
@@ -34,13 +38,13 @@ def _iso(value) -> str | None:
 
 def batch_view(b: AnnotationBatch) -> dict[str, Any]:
     return {"id": str(b.id), "uri": b.uri, "name": b.name, "status": b.status.value, "n_items": b.n_items,
-            "n_accepted": b.n_accepted, "n_quarantined": b.n_quarantined, "problems": b.problems,
+            "progress": {"checked": b.n_checked, "total": b.n_items}, "n_accepted": b.n_accepted, "n_quarantined": b.n_quarantined, "problems": b.problems,
             "used_by_job_id": str(b.used_by_job_id) if b.used_by_job_id else None,
             "created_at": _iso(b.created_at), "validated_at": _iso(b.validated_at)}
 
 
 def job_view(j: TrainingJob, base_url: str) -> dict[str, Any]:
-    return {"id": str(j.id), "status": j.status.value, "trigger": j.trigger, "params": j.params,
+    return {"id": str(j.id), "engine": j.engine, "status": j.status.value, "trigger": j.trigger, "params": j.params,
             "progress": {"step": j.step, "total_steps": j.total_steps, "epoch": j.epoch},
             "latest_loss": j.latest_loss, "metrics": j.metrics, "error": j.error, "attempts": j.attempts,
             "log": j.log.splitlines()[-50:], "checkpoint_uri": j.checkpoint_uri, "report_uri": j.report_uri,
@@ -59,41 +63,39 @@ def adapter_view(a: Adapter) -> dict[str, Any]:
 class BatchIn(BaseModel):
     uri: str = Field(min_length=1, max_length=2048, description="Object-storage prefix holding audio + scores.json")
     name: str | None = Field(default=None, max_length=200)
-    validate_now: bool = Field(default=True, description="false: register now, validate on the next scan")
 
 
 class JobIn(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="Overrides, e.g. {\"epochs\": 2, \"simpo\": true}")
 
 
-def _publish_job(celery, job_id: uuid.UUID) -> None:
+def _publish(celery, task: str, row_id: uuid.UUID) -> None:
     try:
-        publish(celery, TRAIN_TASK, str(job_id))
-    except Exception as exc:  # the row is the record: the discovery beat re-publishes queued jobs
-        log.warning("could not publish training job %s: %s", job_id, exc)
+        publish(celery, task, str(row_id))
+    except Exception as exc:  # the row is the record: the discovery beat re-publishes stalled rows
+        log.warning("could not publish %s %s: %s", task, row_id, exc)
 
 
-@router.post("/annotation-batches", status_code=201, responses=error_responses(401, 403, 422, 503),
-             summary="Register (and validate) an expert-annotated batch")
-def register_annotation_batch(body: BatchIn, _ops: OpsDep, session: SessionDep, store: StoreDep,
-                              celery: CeleryDep, response: Response) -> dict[str, Any]:
-    from training_jobs.batches import register_batch
-    from training_jobs.config import TrainingDefaults
-    from training_jobs.job import maybe_trigger
-
-    defaults = TrainingDefaults()
+@router.post("/annotation-batches", status_code=202,
+             responses={200: {"description": "The URI was registered before: the existing batch"},
+                        **error_responses(401, 403, 422, 503)},
+             summary="Register an expert-annotated batch; it is validated on the train queue")
+def register_annotation_batch(body: BatchIn, _ops: OpsDep, session: SessionDep, celery: CeleryDep,
+                              response: Response) -> dict[str, Any]:
+    """202 with the new `registered` row (its validation task is published; watch `progress` and
+    `status` on GET /v1/annotation-batches); 200 with the existing row when the URI is known."""
     try:
-        row = register_batch(session, store, body.uri, defaults, name=body.name, validate=body.validate_now)
-    except StorageUnavailable as exc:
-        raise ApiError(503, exc.code, str(exc)) from None
+        parse_uri(body.uri)
     except StorageError as exc:
         raise ApiError(422, exc.code, str(exc)) from None
-    job = maybe_trigger(session, defaults)
+    row, created = add_batch_row(session, body.uri, body.name)
     session.commit()
-    if job is not None:
-        _publish_job(celery, job.id)
+    if created:
+        _publish(celery, VALIDATE_BATCH_TASK, row.id)
+    else:
+        response.status_code = 200
     view = batch_view(row)
-    view["triggered_job_id"] = str(job.id) if job is not None else None
+    view["duplicate"] = not created
     return view
 
 
@@ -103,19 +105,22 @@ def list_annotation_batches(_ops: OpsDep, session: SessionDep) -> list[dict[str,
     return [batch_view(b) for b in rows]
 
 
-@router.post("/training-jobs", status_code=202, responses=error_responses(401, 403, 422),
-             summary="Start a training job (parameters override the defaults)")
+@router.post("/training-jobs", status_code=202, responses=error_responses(401, 403, 409, 422),
+             summary="Start a training job (parameters override the defaults); one queued/running job at a time")
 def start_training_job(body: JobIn, _ops: OpsDep, session: SessionDep, celery: CeleryDep,
                        settings: SettingsDep) -> dict[str, Any]:
-    from training_jobs.config import ParamsError
-    from training_jobs.job import create_job
-
     try:
-        job = create_job(session, "manual", body.params)
+        resolve_params(TrainingDefaults(), body.params)
     except ParamsError as exc:
         raise ApiError(422, "bad_params", str(exc)) from None
+    job = add_job_row(session, "manual", dict(body.params))
+    if job is None:  # the database allows one queued/running job per engine
+        session.rollback()
+        pending = pending_job(session)
+        what = f"training job {pending.id} is {pending.status.value}" if pending else "a training job is pending"
+        raise ApiError(409, "job_pending", f"{what}; wait for it to finish (one queued/running job per engine)")
     session.commit()
-    _publish_job(celery, job.id)
+    _publish(celery, TRAIN_TASK, job.id)
     return job_view(job, settings.public_base_url)
 
 
@@ -153,16 +158,12 @@ def get_training_report(job_id: uuid.UUID, kind: str, _ops: OpsDep, session: Ses
 
 @router.get("/adapters", responses=error_responses(401, 403))
 def list_registered_adapters(_ops: OpsDep, session: SessionDep) -> list[dict[str, Any]]:
-    from training_jobs.registry import list_adapters
-
     return [adapter_view(a) for a in list_adapters(session)]
 
 
 @router.post("/adapters/{adapter}/activate", responses=error_responses(401, 403, 404, 409),
              summary="Promote an adapter (by id or version), or roll back to an earlier one")
 def activate_adapter(adapter: str, _ops: OpsDep, session: SessionDep) -> dict[str, Any]:
-    from training_jobs.registry import RegistryError, activate
-
     try:
         row = activate(session, adapter)
         session.commit()

@@ -33,7 +33,7 @@ def train(
     from fleet.storage import ObjectStore
     from training_jobs.batches import register_batch
     from training_jobs.config import ParamsError, TrainingDefaults
-    from training_jobs.job import create_job
+    from training_jobs.job import JobPending, create_job
 
     cfg = checked_settings()
     factory = sessions()
@@ -66,7 +66,7 @@ def train(
         try:
             with session_scope(factory) as s:
                 job = str(create_job(s, "cli", extra, defaults).id)
-        except ParamsError as exc:
+        except (ParamsError, JobPending) as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
         console.print(f"training job {job}")

@@ -13,7 +13,7 @@ from db.models import Adapter, AdapterStatus, JobStatus, TrainingJob
 from tests.integration.gateway_support import make_gateway
 from tests.training_support import SAMPLE_DIR, manifest, so_entry, write_batch
 
-REDIS_DB = 9
+REDIS_DB = 14
 OPS_ROUTES = [
     ("post", "/v1/annotation-batches", {"uri": "s3://x/y/"}),
     ("get", "/v1/annotation-batches", None),
@@ -45,23 +45,34 @@ def test_only_ops_may_call_the_training_routes(gw) -> None:
             assert call(gw, method, path, key, body).status_code == expected, (method, path, key)
 
 
-def test_batches_are_validated_and_problems_reported(gw) -> None:
+def test_batches_are_registered_then_validated_on_the_train_queue(gw) -> None:
+    from training_jobs.batches import validate_registered
+
     rows = manifest()[:3]
     audio = {f"{r['utt_id']}.flac": (SAMPLE_DIR / r["audio"]).read_bytes() for r in rows}
     scores = {r["utt_id"]: so_entry(r) for r in rows}
     scores[rows[2]["utt_id"]]["fluency"] = 14  # out of range: quarantined with its utterance id
     prefix = write_batch(gw.store, f"s3://{gw.bucket}/annotation-batches/b1", scores, audio)
     r = call(gw, "post", "/v1/annotation-batches", "ops", {"uri": prefix})
-    assert r.status_code == 201, r.text
-    got = r.json()
-    assert (got["status"], got["n_items"], got["n_accepted"], got["n_quarantined"]) == ("partial", 3, 2, 1)
-    assert [(p["utt_id"], p["code"]) for p in got["problems"]] == [(rows[2]["utt_id"], "score_out_of_range")]
-
+    assert r.status_code == 202, r.text
+    assert (r.json()["status"], r.json()["n_items"]) == ("registered", 0)
     empty = write_batch(gw.store, f"s3://{gw.bucket}/annotation-batches/b2", None, audio)
-    r = call(gw, "post", "/v1/annotation-batches", "ops", {"uri": empty})
-    assert r.json()["status"] == "rejected" and r.json()["problems"][0]["code"] == "missing_scores"
-    listed = call(gw, "get", "/v1/annotation-batches", "ops").json()
-    assert {b["uri"] for b in listed} == {prefix, empty}
+    r2 = call(gw, "post", "/v1/annotation-batches", "ops", {"uri": empty})
+    assert r2.status_code == 202
+    tasks = [json.loads(m)["headers"] for m in gw.redis.lrange("train", 0, -1)]
+    assert sorted((t["task"], t["argsrepr"]) for t in tasks) == sorted(
+        ("apa.validate_batch", repr([reply.json()["id"]])) for reply in (r, r2))
+    for reply in (r, r2):  # what the validation task does on a training worker
+        validate_registered(gw.sessions, gw.store, uuid.UUID(reply.json()["id"]))
+
+    listed = {b["uri"]: b for b in call(gw, "get", "/v1/annotation-batches", "ops").json()}
+    got = listed[prefix]
+    assert (got["status"], got["n_items"], got["n_accepted"], got["n_quarantined"]) == ("partial", 3, 2, 1)
+    assert got["progress"] == {"checked": 3, "total": 3}
+    assert [(p["utt_id"], p["code"]) for p in got["problems"]] == [(rows[2]["utt_id"], "score_out_of_range")]
+    assert listed[empty]["status"] == "rejected" and listed[empty]["problems"][0]["code"] == "missing_scores"
+    again = call(gw, "post", "/v1/annotation-batches", "ops", {"uri": prefix})
+    assert again.status_code == 200 and again.json()["status"] == "partial" and again.json()["duplicate"]
 
 
 def test_training_job_created_published_and_visible(gw) -> None:

@@ -1,6 +1,7 @@
 """Annotation batches in moto's S3 and a real Postgres: registration stores status, counts and
-per-utterance problems; discovery needs the completion marker; new accepted utterances past the
-threshold create one job; stranded jobs are found for re-publishing."""
+per-utterance problems; discovery needs the completion marker and registers (the validation task
+validates); new accepted utterances past the threshold create one job; stranded jobs and stalled
+validations are found for re-publishing."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from db.engine import session_scope
 from db.models import AnnotationBatch, BatchStatus, JobStatus, TrainingJob
 from tests.conftest import SAMPLE_DIR
 from tests.training_support import make_pg_database, pick_clips, so_entry, training_defaults, write_batch
-from training_jobs.batches import discover_batches, register_batch
+from training_jobs.batches import discover_batches, register_batch, stalled_validations, validate_registered
 from training_jobs.config import ParamsError
-from training_jobs.job import create_job, job_lock, jobs_to_wake, maybe_trigger, unused_accepted_items
+from training_jobs.job import JobPending, create_job, job_lock, jobs_to_wake, maybe_trigger, unused_accepted_items
 
 
 @pytest.fixture
@@ -37,6 +38,13 @@ def _batch(store, prefix, rows, *, bad: int = 0, complete: bool = True) -> str:
     return write_batch(store, prefix, scores, audio, complete=complete)
 
 
+def _discover(sessions, store, root, defaults) -> list[AnnotationBatch]:
+    """What the beat and the validation tasks do: register new complete batches, then validate each."""
+    with session_scope(sessions) as s:
+        new = [b.id for b in discover_batches(s, store, root)]
+    return [validate_registered(sessions, store, batch_id, defaults) for batch_id in new]
+
+
 def test_register_discover_and_trigger(sessions, s3_store, s3_bucket) -> None:
     rows = pick_clips(9, 3)
     root = f"s3://{s3_bucket}/annotation-batches/"
@@ -45,8 +53,7 @@ def test_register_discover_and_trigger(sessions, s3_store, s3_bucket) -> None:
     partial = _batch(s3_store, root + "2025-02-partial", rows[3:6], bad=1)
     _batch(s3_store, root + "2025-03-uploading", rows[6:9], complete=False)
 
-    with session_scope(sessions) as s:
-        found = discover_batches(s, s3_store, root, defaults)
+    found = _discover(sessions, s3_store, root, defaults)
     assert sorted(b.uri for b in found) == [good, partial]
     with sessions() as s:
         by_uri = {b.uri: b for b in s.scalars(select(AnnotationBatch))}
@@ -58,11 +65,9 @@ def test_register_discover_and_trigger(sessions, s3_store, s3_bucket) -> None:
     assert p.name == "2025-02-partial" and p.validated_at is not None
 
     # a second scan finds nothing new; the marker makes the third batch visible
-    with session_scope(sessions) as s:
-        assert discover_batches(s, s3_store, root, defaults) == []
+    assert _discover(sessions, s3_store, root, defaults) == []
     s3_store.put(root + "2025-03-uploading/_COMPLETE", b"")
-    with session_scope(sessions) as s:
-        assert [b.uri for b in discover_batches(s, s3_store, root, defaults)] == [root + "2025-03-uploading/"]
+    assert [b.uri for b in _discover(sessions, s3_store, root, defaults)] == [root + "2025-03-uploading/"]
 
     # registering again is idempotent; `reject` policy on re-validation refuses the partial batch
     with session_scope(sessions) as s:
@@ -78,15 +83,25 @@ def test_register_discover_and_trigger(sessions, s3_store, s3_bucket) -> None:
         assert maybe_trigger(s, defaults) is None  # one pending job at a time
 
 
-def test_registration_without_validation_is_picked_up_by_the_scan(sessions, s3_store, s3_bucket) -> None:
+def test_a_stalled_validation_is_found_for_the_scan(sessions, s3_store, s3_bucket) -> None:
+    """A registered batch whose validation task was lost (or whose worker died) shows no progress
+    for `revalidate_after_s`: the beat publishes its validation again."""
     root = f"s3://{s3_bucket}/elsewhere/"
     prefix = _batch(s3_store, root + "b1", pick_clips(2, 2), complete=False)
+    defaults = training_defaults(revalidate_after_s=60)
     with session_scope(sessions) as s:
-        row = register_batch(s, s3_store, prefix, training_defaults(), validate=False)
+        row = register_batch(s, s3_store, prefix, defaults, validate=False)
         assert row.status == BatchStatus.registered
+    with sessions() as s:
+        assert stalled_validations(s, defaults) == []  # just registered: its task is on its way
     with session_scope(sessions) as s:
-        found = discover_batches(s, s3_store, f"s3://{s3_bucket}/empty-root/", training_defaults())
-        assert [(b.uri, b.status) for b in found] == [(prefix, BatchStatus.accepted)]
+        s.get(AnnotationBatch, row.id).progress_at = datetime.now(timezone.utc) - timedelta(minutes=5)
+    with sessions() as s:
+        assert stalled_validations(s, defaults) == [row.id]
+    done = validate_registered(sessions, s3_store, row.id, defaults)
+    assert (done.uri, done.status) == (prefix, BatchStatus.accepted)
+    with sessions() as s:
+        assert stalled_validations(s, defaults) == []
 
 
 def test_missing_scores_is_a_rejected_batch_with_a_batch_level_problem(sessions, s3_store, s3_bucket) -> None:
@@ -103,11 +118,13 @@ def test_create_job_checks_params_and_stranded_jobs_are_found(sessions) -> None:
         with pytest.raises(ParamsError):
             create_job(s, "manual", {"epoch": 2}, defaults)
         fresh = create_job(s, "manual", {"epochs": 2}, defaults)
-        old = create_job(s, "manual", {}, defaults)
+        with pytest.raises(JobPending, match=str(fresh.id)):  # one queued/running job per engine
+            create_job(s, "manual", {}, defaults)
+        old = create_job(s, "manual", {}, defaults, engine="e-old")
         old.created_at = datetime.now(timezone.utc) - timedelta(hours=1)
-        crashed = create_job(s, "manual", {}, defaults)
+        crashed = create_job(s, "manual", {}, defaults, engine="e-crashed")
         crashed.status = JobStatus.running
-        alive = create_job(s, "manual", {}, defaults)
+        alive = create_job(s, "manual", {}, defaults, engine="e-alive")
         alive.status = JobStatus.running
     engine = sessions.kw["bind"]
     with job_lock(engine, alive.id) as got:  # a live run holds its lock
@@ -153,16 +170,16 @@ def test_a_failing_job_is_recorded_and_not_rerun_by_stale_messages(sessions, s3_
     rows = pick_clips(6, 3)
     root = f"s3://{s3_bucket}/t/"
     _batch(s3_store, root + "b1", rows[:3])
+    _discover(sessions, s3_store, root, defaults)
     with session_scope(sessions) as s:
-        discover_batches(s, s3_store, root, defaults)
         fail = create_job(s, "threshold", {}, defaults)
         fail.status = JobStatus.failed
     with session_scope(sessions) as s:
         assert maybe_trigger(s, training_defaults(trigger_threshold=3)) is None
     # ...until a new batch is accepted
     _batch(s3_store, root + "b2", rows[3:])
+    _discover(sessions, s3_store, root, defaults)
     with session_scope(sessions) as s:
-        discover_batches(s, s3_store, root, defaults)
         assert maybe_trigger(s, training_defaults(trigger_threshold=3)) is not None
 
 

@@ -1,6 +1,7 @@
-"""The Celery side: the beat's discovery task registers a complete batch, creates a threshold job
-and publishes TRAIN_TASK to the `train` queue (real Redis); the train task runs the job. Runs in
-a subprocess so the worker app is configured from the environment, as in a worker."""
+"""The Celery side: the beat's discovery task registers a complete batch and publishes its
+validation; the validation task validates it, creates a threshold job and publishes TRAIN_TASK to
+the `train` queue (real Redis); the train task runs the job. Runs in a subprocess so the worker app
+is configured from the environment, as in a worker; it never imports `workers`."""
 
 from __future__ import annotations
 
@@ -16,15 +17,19 @@ from tests.conftest import REDIS_URL, ROOT, SAMPLE_DIR
 from tests.training_support import pg_url, pick_clips, so_entry, tiny_model_path, write_batch  # noqa: F401
 
 SCRIPT = """
-import json
-from fleet.queue import DISCOVER_BATCHES_TASK, TRAIN_TASK
-from training_jobs.tasks import app, discover_task, train_task
-assert type(app.tasks[TRAIN_TASK]).__module__ == "training_jobs.tasks" == type(app.tasks[DISCOVER_BATCHES_TASK]).__module__
-assert train_task.acks_late is False and train_task.time_limit > 3600
+import json, sys
+from fleet.queue import DISCOVER_BATCHES_TASK, TRAIN_TASK, VALIDATE_BATCH_TASK
+from training_jobs.tasks import app, discover_task, train_task, validate_batch_task
+for name in (TRAIN_TASK, DISCOVER_BATCHES_TASK, VALIDATE_BATCH_TASK):
+    assert type(app.tasks[name]).__module__ == "training_jobs.tasks", name
+assert train_task.acks_late is False and train_task.time_limit > 3600 and validate_batch_task.acks_late is False
 found = discover_task.apply(args=[{root!r}]).get()
 print("DISCOVER", json.dumps(found))
-ran = train_task.apply(args=[found["created"][0]]).get()
+validated = validate_batch_task.apply(args=[found["new_batches"][0]]).get()
+print("VALIDATE", json.dumps(validated))
+ran = train_task.apply(args=[validated["created"]]).get()
 print("TRAIN", json.dumps(ran))
+assert not any(m == "workers" or m.startswith("workers.") for m in sys.modules), "training_jobs imported workers"
 """
 
 
@@ -54,19 +59,24 @@ def test_discovery_publishes_and_the_train_task_runs(pg_url, tmp_path, tiny_mode
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = {line.split(" ", 1)[0]: json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines()
-             if line.startswith(("DISCOVER ", "TRAIN "))}
-    found, ran = lines["DISCOVER"], lines["TRAIN"]
-    assert [b["status"] for b in found["batches"]] == ["accepted"] and len(found["created"]) == 1
-    job_id = found["created"][0]
+             if line.startswith(("DISCOVER ", "VALIDATE ", "TRAIN "))}
+    found, validated, ran = lines["DISCOVER"], lines["VALIDATE"], lines["TRAIN"]
+    assert len(found["new_batches"]) == 1 and found["created"] == []  # nothing validated yet: no job
+    assert validated["status"] == "accepted" and validated["accepted"] == 8
+    job_id = validated["created"]
     assert ran["job_id"] == job_id and ran["status"] == "succeeded" and ran["adapter_version"]
 
     r = redis.Redis.from_url(broker)
     mine = []
+    validations = []
     for raw in r.lrange("train", 0, -1):
         msg = json.loads(raw)
         if msg["headers"].get("task") == "apa.train" and job_id in msg["headers"].get("argsrepr", ""):
             mine.append(raw)
-    for raw in mine:
+        if msg["headers"].get("task") == "apa.validate_batch" and found["new_batches"][0] in msg["headers"]["argsrepr"]:
+            validations.append(raw)
+    for raw in mine + validations:
         r.lrem("train", 1, raw)
     assert len(mine) == 1, "TRAIN_TASK was not published to the train queue"
+    assert len(validations) == 1, "VALIDATE_BATCH_TASK was not published to the train queue"
     uuid.UUID(job_id)
