@@ -31,7 +31,7 @@ from fleet.storage import (
     parse_uri,
 )
 from pronunciation.errors import PronunciationInputError
-from pronunciation.lexicon import build_reference
+from pronunciation.lexicon import check_reference
 
 log = logging.getLogger(__name__)
 
@@ -91,15 +91,15 @@ def accept_submission(
     if existing is not None:
         return Accepted(existing, created=False)
 
-    try:
-        reference = build_reference(
+    try:  # words known to CMUdict (or the caller's phones valid); the worker looks the phones up
+        given = check_reference(
             payload.reference_text, payload.reference_phones, max_words=settings.max_reference_words
         )
     except PronunciationInputError as exc:
         raise ApiError(422, exc.code, exc.message) from None
     check_audio(store, settings, tenant, payload.audio_uri)
 
-    phones = [list(w.phones) for w in reference.words] if payload.reference_phones is not None else None
+    phones = [list(p) for p in given] if given is not None else None
     sub = Submission(
         tenant_id=tenant.id,
         lms_submission_id=payload.submission_id,
