@@ -99,6 +99,9 @@ def test_gateway_peak_rss_stays_under_150_mib(pg_database: str, s3_server: str, 
                          "/v1/adapters", "/v1/annotation-batches", "/readyz", "/metrics", "/openapi.json"):
                 assert client.get(path, headers={"X-API-Key": ops}).status_code < 500, path
         time.sleep(0.2)
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        mapped = sorted({pkg for pkg in ("torch", "numpy", "soundfile", "soxr", "transformers") if f"/{pkg}" in maps})
+        assert mapped == [], f"the gateway process has loaded {mapped}"
         status = Path(f"/proc/{proc.pid}/status").read_text().splitlines()
         hwm_mib = int(next(line.split()[1] for line in status if line.startswith("VmHWM"))) / 1024
         print(f"gateway peak RSS (VmHWM): {hwm_mib:.0f} MiB")
