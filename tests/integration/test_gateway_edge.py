@@ -194,6 +194,7 @@ def test_a_dropped_database_is_503_with_retry_after_everywhere(gw_pg: Gateway, p
     assert delivery.headers["Retry-After"]
     assert gw_pg.client.get("/readyz").status_code == 503
     assert gw_pg.client.get("/healthz").status_code == 200
+    assert gw_pg.client.get("/metrics").status_code == 200  # the scrape reports what it can
 
 
 def test_an_unreachable_database_server_is_503(tmp_path: Path) -> None:
@@ -211,3 +212,11 @@ def test_an_unreachable_database_server_is_503(tmp_path: Path) -> None:
         resp = client.get("/v1/learners/L/scores", headers={settings.api_key_header: "apa_whatever"})
         assert_refused(resp, 503, "database_unavailable")
         assert resp.headers["Retry-After"]
+
+
+def test_the_edge_buffers_bodies_only_up_to_its_cap(gw: Gateway) -> None:
+    from api_gateway.edge import MAX_EDGE_BODY_BYTES
+
+    ops = {gw.settings.api_key_header: gw.keys["ops"], "content-type": "application/json"}
+    big = b'{"params": {"x": "' + b"a" * MAX_EDGE_BODY_BYTES + b'"}}'
+    assert_refused(gw.client.post("/v1/training-jobs", content=big, headers=ops), 413, "body_too_large")
