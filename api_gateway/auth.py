@@ -120,6 +120,7 @@ def require_roles(*roles: Role) -> Callable[[Principal], Principal]:
             raise ApiError(403, "role_not_allowed", f"role {principal.role.value} may not do this (allowed: {names})")
         return principal
 
+    dependency.allowed_roles = allowed  # type: ignore[attr-defined]  # read by error_handlers.role_gate
     return dependency
 
 

@@ -1,6 +1,7 @@
 """One error shape for every refusal: `{"detail": {"code": ..., "message": ...}}`.
 
-FastAPI's own query/path validation errors keep their list shape under `detail`.
+FastAPI's own validation errors take the same shape (`error_handlers`), their per-field list
+under `detail.errors`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ _TEXT = {
     401: "Missing, unknown or revoked credentials, or a bad webhook signature",
     403: "The caller's role or scope does not allow this",
     404: "No such resource in the caller's scope",
+    409: "Conflicts with the stored state (for example a replayed id with different content)",
     413: "Request body too large",
     422: "Invalid input; `detail.code` says why",
     503: "A dependency (object store, database, broker) is unreachable",

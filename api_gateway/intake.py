@@ -3,7 +3,9 @@
 Order matters (DESIGN.md, data flow step 2): the row is the record, so it is committed before
 the Celery message names it; if publishing fails the row stays `queued` and the sweeper
 re-publishes it. Duplicate deliveries (same tenant + webhook id, or same tenant + LMS id) get
-the existing submission back; concurrent duplicates are settled by the unique constraints.
+the existing submission back when their content is the same, and 409 `replay_conflict` when it
+is not (the LMS must not believe a different submission was accepted); concurrent duplicates
+are settled by the unique constraints.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import logging
 from dataclasses import dataclass
 
 from celery import Celery
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api_gateway.errors import ApiError
 from api_gateway.schemas import SubmissionIn
 from db.models import Submission, SubmissionStatus, Tenant
-from db.queries import find_existing_submission
 from fleet.queue import SCORE_TASK, publish
 from fleet.settings import Settings
 from fleet.storage import (
@@ -31,7 +33,7 @@ from fleet.storage import (
     parse_uri,
 )
 from pronunciation.errors import PronunciationInputError
-from pronunciation.lexicon import build_reference
+from pronunciation.lexicon import check_reference
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,59 @@ def check_audio(store: ObjectStore, settings: Settings, tenant: Tenant, uri: str
         raise ApiError(422, "object_empty", f"{uri}: the object is empty")
 
 
+def existing_deliveries(session: Session, tenant: Tenant, payload: SubmissionIn, webhook_id: str) -> list[Submission]:
+    """The tenant's rows with this LMS submission id or this webhook id (at most two)."""
+    return list(session.scalars(
+        select(Submission)
+        .where(
+            Submission.tenant_id == tenant.id,
+            or_(Submission.lms_submission_id == payload.submission_id, Submission.webhook_id == webhook_id),
+        )
+        .order_by(Submission.created_at)
+    ))
+
+
+def content_differences(sub: Submission, payload: SubmissionIn) -> list[str]:
+    """The fields in which a repeated delivery differs from the stored submission."""
+    phones = (
+        [[p.strip().upper() for p in word] for word in payload.reference_phones]
+        if payload.reference_phones is not None else None
+    )
+    delivered = {
+        "submission_id": payload.submission_id, "learner_id": payload.learner_id, "course_id": payload.course_id,
+        "assignment_id": payload.assignment_id, "reference_text": payload.reference_text,
+        "reference_phones": phones, "audio_uri": payload.audio_uri, "granularity": payload.granularity.value,
+        "callback_url": payload.callback_url,
+    }
+    stored = {
+        "submission_id": sub.lms_submission_id, "learner_id": sub.learner_id, "course_id": sub.course_id,
+        "assignment_id": sub.assignment_id, "reference_text": sub.reference_text,
+        "reference_phones": sub.reference_phones, "audio_uri": sub.audio_uri, "granularity": sub.granularity,
+        "callback_url": sub.callback_url,
+    }
+    return [name for name in delivered if delivered[name] != stored[name]]
+
+
+def repeated_delivery(
+    session: Session, tenant: Tenant, payload: SubmissionIn, webhook_id: str
+) -> Accepted | None:
+    """The stored submission this delivery repeats (200), None if new, 409 if its content differs."""
+    rows = existing_deliveries(session, tenant, payload, webhook_id)
+    if not rows:
+        return None
+    for row in rows:
+        differs = content_differences(row, payload)
+        if differs:
+            same_id = "webhook-id" if row.webhook_id == webhook_id else "submission_id"
+            raise ApiError(
+                409, "replay_conflict",
+                f"this {same_id} was already accepted as submission {row.id} with different content "
+                f"({', '.join(differs)}); send new content under a new submission_id and webhook-id",
+                submission=str(row.id), fields=differs,
+            )
+    return Accepted(rows[0], created=False)
+
+
 def accept_submission(
     session: Session,
     *,
@@ -85,21 +140,19 @@ def accept_submission(
     webhook_id: str,
     payload: SubmissionIn,
 ) -> Accepted:
-    existing = find_existing_submission(
-        session, tenant.id, lms_submission_id=payload.submission_id, webhook_id=webhook_id
-    )
-    if existing is not None:
-        return Accepted(existing, created=False)
+    repeated = repeated_delivery(session, tenant, payload, webhook_id)
+    if repeated is not None:
+        return repeated
 
-    try:
-        reference = build_reference(
+    try:  # words known to CMUdict (or the caller's phones valid); the worker looks the phones up
+        given = check_reference(
             payload.reference_text, payload.reference_phones, max_words=settings.max_reference_words
         )
     except PronunciationInputError as exc:
         raise ApiError(422, exc.code, exc.message) from None
     check_audio(store, settings, tenant, payload.audio_uri)
 
-    phones = [list(w.phones) for w in reference.words] if payload.reference_phones is not None else None
+    phones = [list(p) for p in given] if given is not None else None
     sub = Submission(
         tenant_id=tenant.id,
         lms_submission_id=payload.submission_id,
@@ -120,12 +173,10 @@ def accept_submission(
     except IntegrityError:
         session.rollback()  # a concurrent delivery of the same submission won the race
         log.info("duplicate delivery of %s/%s settled by the unique constraints", tenant.name, payload.submission_id)
-        existing = find_existing_submission(
-            session, tenant.id, lms_submission_id=payload.submission_id, webhook_id=webhook_id
-        )
-        if existing is None:
+        repeated = repeated_delivery(session, tenant, payload, webhook_id)
+        if repeated is None:
             raise
-        return Accepted(existing, created=False)
+        return repeated
 
     try:
         publish(celery, SCORE_TASK, str(sub.id))

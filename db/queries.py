@@ -21,7 +21,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from sqlalchemy import Float, and_, case, cast, func, literal, or_, select, type_coerce, union_all
@@ -64,8 +64,20 @@ class HistoryFilter:
 
 
 def _utc(value: datetime) -> datetime:
-    """Bind values in UTC: SQLite compares the stored UTC wall time as text."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    """Bind values in UTC: SQLite compares the stored UTC wall time as text.
+
+    A bound past the ends of Python's calendar once in UTC (`0001-01-01T00:00+01:00` is in year 0,
+    `9999-12-31T23:59-01:00` in year 10000) is clamped to datetime.min / datetime.max: no row can
+    lie beyond them, so the filter selects exactly what the caller asked for.
+    """
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        offset = value.utcoffset()
+        edge = datetime.min if offset is not None and offset > timedelta(0) else datetime.max
+        return edge.replace(tzinfo=timezone.utc)
 
 
 HistoryKey = tuple[datetime, uuid.UUID]

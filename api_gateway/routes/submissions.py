@@ -118,7 +118,7 @@ def parse_payload(body: bytes) -> SubmissionIn:
     summary="Submit a recording to score (Standard Webhooks signed)",
     responses={
         200: {"model": SubmissionAccepted, "description": "A repeated delivery: the existing submission"},
-        **error_responses(401, 403, 413, 422, 503),
+        **error_responses(401, 403, 409, 413, 422, 503),
     },
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": inline_schema(SubmissionIn)}}}},
 )

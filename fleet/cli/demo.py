@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import soundfile as sf
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -59,6 +58,8 @@ def demo_clips(n: int = 3) -> list[DemoClip]:
             clips.append(DemoClip(item["utt_id"], item["text"], (folder / item["audio"]).read_bytes(),
                                   [w["phones"] for w in item["words"]]))
         return clips
+    import soundfile as sf  # here, not at import: `apa-fleet gateway` loads this module too
+
     from fleet.speech_synth import synthesize
 
     clips = []

@@ -91,9 +91,21 @@ def test_repeated_delivery_returns_the_existing_submission(gw: Gateway) -> None:
     again = gw.post(payload, msg_id="msg_7")  # the LMS retried the same delivery
     assert again.status_code == 200 and again.json() == {**first.json(), "duplicate": True}
 
-    # same webhook id, other body: still the same delivery (webhook ids are the LMS's dedup key)
+    # same webhook id, other content: a conflict, not a duplicate (the LMS must not believe that
+    # this different submission was accepted)
     other_body = gw.post(gw.payload(submission_id="lms-8"), msg_id="msg_7")
-    assert other_body.status_code == 200 and other_body.json()["id"] == sid
+    assert other_body.status_code == 409, other_body.text
+    detail = other_body.json()["detail"]
+    assert detail["code"] == "replay_conflict" and detail["submission"] == sid
+    assert detail["fields"] == ["submission_id"] and "webhook-id" in detail["message"]
+
+    # same LMS submission id, other content (even under a new webhook id): a conflict too
+    for changed in ({"reference_text": "We call it a bear"}, {"learner_id": "learner-9"},
+                    {"audio_uri": gw.audio_uri("audio/other.wav")}, {"callback_url": None},
+                    {"reference_phones": [["W", "IY1"], ["K", "AO1", "L"], ["IH1", "T"], ["B", "EH1", "R"]]}):
+        conflict = gw.post({**payload, **changed}, msg_id=f"msg_7_{next(iter(changed))}")
+        assert conflict.status_code == 409, (changed, conflict.text)
+        assert conflict.json()["detail"]["fields"] == list(changed)
 
     # same LMS submission id, new webhook id: the same submission
     new_msg = gw.post(payload, msg_id="msg_7b")
@@ -139,14 +151,14 @@ def test_lost_race_is_settled_by_the_unique_constraints(gw: Gateway, monkeypatch
     payload = gw.payload(submission_id="lms-late")
     first = gw.post(payload)
     assert first.status_code == 202
-    real = intake.find_existing_submission
+    real = intake.existing_deliveries
     calls: list[int] = []
 
     def looked_too_early(*args, **kwargs):
         calls.append(1)
-        return None if len(calls) == 1 else real(*args, **kwargs)
+        return [] if len(calls) == 1 else real(*args, **kwargs)
 
-    monkeypatch.setattr(intake, "find_existing_submission", looked_too_early)
+    monkeypatch.setattr(intake, "existing_deliveries", looked_too_early)
     late = gw.post(payload)  # new webhook id, same LMS submission id
     assert late.status_code == 200 and late.json()["id"] == first.json()["id"]
     assert len(calls) == 2
