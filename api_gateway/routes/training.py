@@ -21,7 +21,7 @@ from api_gateway.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from api_gateway.errors import ApiError, error_responses
 from db.models import Adapter, AnnotationBatch, Role, TrainingJob
 from fleet.queue import TRAIN_TASK, publish
-from fleet.storage import StorageError, StorageUnavailable
+from fleet.storage import StorageError, StorageNotConfigured, StorageUnavailable
 
 log = logging.getLogger(__name__)
 OpsDep = Annotated[Principal, Depends(require_roles(Role.ops))]
@@ -84,6 +84,8 @@ def register_annotation_batch(body: BatchIn, _ops: OpsDep, session: SessionDep, 
     defaults = TrainingDefaults()
     try:
         row = register_batch(session, store, body.uri, defaults, name=body.name, validate=body.validate_now)
+    except StorageNotConfigured as exc:  # the operator's setting, not a fault to retry
+        raise ApiError(422, exc.code, f"{exc} ({exc.setting})") from None
     except StorageUnavailable as exc:
         raise ApiError(503, exc.code, str(exc)) from None
     except StorageError as exc:

@@ -72,7 +72,7 @@ def test_accepted_webhook_is_queued_and_published(gw: Gateway) -> None:
     assert str(row.id) == body["id"] and row.status is SubmissionStatus.queued
     assert (row.tenant_id, row.lms_submission_id, row.webhook_id) == (gw.a.id, "lms-42", "msg_first")
     assert (row.learner_id, row.course_id, row.assignment_id) == ("learner-1", "c1", "a1")
-    assert row.granularity == "full" and row.callback_url == "https://lms.example/apa"
+    assert row.granularity == "full" and row.callback_url == "https://acme.example/apa"
     assert row.reference_phones is None and row.attempts == 0
 
     assert gw.score_messages() == [{"task": "apa.score", "args": [body["id"]]}]
@@ -284,7 +284,7 @@ def test_unknown_fields_are_ignored_and_phones_normalized(gw_sqlite: Gateway) ->
 def test_object_store_unreachable_is_503(gw_sqlite: Gateway) -> None:
     g = gw_sqlite
     dead = ObjectStore(
-        g.settings.effective_storage_root, endpoint_url=f"http://127.0.0.1:{free_port()}",
+        g.settings.effective_storage_root, backend="s3", endpoint_url=f"http://127.0.0.1:{free_port()}",
         access_key_id="test", secret_access_key="test", max_attempts=1, connect_timeout_s=1,
     )
     client = TestClient(create_app(g.settings, sessions=g.sessions, store=dead))

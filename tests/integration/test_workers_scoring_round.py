@@ -86,7 +86,7 @@ def test_store_outage_gives_rows_back_without_using_attempts(session_factory, en
     sid = submit("I LIKE TO READ BOOKS", _speechlike(2.0, 1))
     with session_scope(session_factory) as s:  # the audio "lives" on an S3 endpoint that is down
         s.get(Submission, sid).audio_uri = "s3://bucket/a.flac"
-    down = ObjectStore(tmp_path, endpoint_url=f"http://127.0.0.1:{free_port()}", access_key_id="a",
+    down = ObjectStore(tmp_path, backend="s3", endpoint_url=f"http://127.0.0.1:{free_port()}", access_key_id="a",
                        secret_access_key="b", connect_timeout_s=0.3, max_attempts=1)
     pool = ModelPool(settings, session_factory, down)
     for _ in range(settings.max_attempts + 2):  # more outages than attempts: still not failed
