@@ -45,7 +45,7 @@ def env(session_factory, tmp_path, tiny_dir):
 
     def submit(text: str, audio: bytes | None, name: str | None = None) -> uuid.UUID:
         name = name or uuid.uuid4().hex[:8]
-        uri = str(store.root / f"{name}.flac")
+        uri = str(store.for_tenant(tenant_id).root / f"{name}.flac")  # the tenant's own folder
         if audio is not None:
             store.put(uri, audio)
         with session_scope(session_factory) as s:
