@@ -64,6 +64,7 @@ class StorageNotConfigured(StorageUnavailable):
 
     def __init__(self, uri: str, message: str, setting: str) -> None:
         super().__init__(uri, message)
+        self.reason = message
         self.setting = setting
 
 
@@ -180,7 +181,7 @@ class ObjectStore:
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
         if isinstance(exc, StorageNotConfigured):
-            return StorageNotConfigured(uri, str(exc).split(": ", 1)[-1], exc.setting)
+            return StorageNotConfigured(uri, exc.reason, exc.setting)
         if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
             return StorageNotConfigured(
                 uri, f"no usable S3 credentials ({exc}): set APA_S3_ACCESS_KEY_ID and APA_S3_SECRET_ACCESS_KEY "

@@ -69,10 +69,15 @@ def test_batch_scores_good_rows_and_fails_bad_ones_once(session_factory, env) ->
     garbage = submit("I LIKE TO READ BOOKS", b"not audio" * 50)
     missing = submit("I LIKE TO READ BOOKS", None)
     unknown = submit("I LIKE ZZQXV", _speechlike(2.0, 9))
+    outside = submit("I LIKE TO READ BOOKS", None)  # a row naming a file outside its tenant's folder
+    store.put(str(store.root / "shared.flac"), _speechlike(2.0, 3))
+    with session_scope(session_factory) as s:
+        s.get(Submission, outside).audio_uri = str(store.root / "shared.flac")
     pool = ModelPool(settings, session_factory, store)
     report = score_round(good[0], settings=settings, sessions=session_factory, store=store, pool=pool)
     assert set(report.scored) == set(good)  # one round claimed the whole batch
-    assert report.failed == {garbage: "audio_undecodable", missing: "object_not_found", unknown: "unknown_word"}
+    assert report.failed == {garbage: "audio_undecodable", missing: "object_not_found", unknown: "unknown_word",
+                             outside: "access_denied"}
     for sid in good:
         row = _row(session_factory, sid)
         assert row.status == SubmissionStatus.scored and row.attempts == 1 and row.raw_output.startswith("Sentence")
