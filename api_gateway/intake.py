@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from api_gateway.errors import ApiError
 from api_gateway.schemas import SubmissionIn
 from db.models import Submission, SubmissionStatus, Tenant
+from fleet.callback_policy import CallbackRefused, check_callback_url
 from fleet.queue import SCORE_TASK, publish
 from fleet.settings import Settings
 from fleet.storage import (
@@ -29,6 +30,7 @@ from fleet.storage import (
     ObjectNotFound,
     ObjectStore,
     StorageError,
+    StorageNotConfigured,
     StorageUnavailable,
     parse_uri,
 )
@@ -45,11 +47,19 @@ class Accepted:
 
 
 def check_audio(store: ObjectStore, settings: Settings, tenant: Tenant, uri: str) -> None:
-    """The audio object exists, is readable, allowed for this tenant and not too large."""
+    """The audio object exists, is readable, allowed for this tenant and not too large.
+
+    Local paths (the local backend) resolve inside the tenant's own folder and may not leave it."""
     try:
         ref = parse_uri(uri)
     except InvalidObjectURI as exc:
         raise ApiError(422, exc.code, str(exc)) from None
+    if ref.scheme == "s3" and not store.s3_configured:
+        raise ApiError(
+            422, StorageNotConfigured.code,
+            f"{uri}: this service keeps audio in a local folder (APA_STORAGE_BACKEND=local): send a path relative "
+            "to your tenant's folder, or have the operator set APA_STORAGE_BACKEND=s3",
+        )
     if ref.scheme == "s3":
         if ref.bucket not in (tenant.allowed_buckets or []):
             raise ApiError(
@@ -61,8 +71,12 @@ def check_audio(store: ObjectStore, settings: Settings, tenant: Tenant, uri: str
         raise ApiError(
             422, "local_path_not_allowed", "audio_uri must be s3://bucket/key: this service reads audio from S3"
         )
+    else:
+        store = store.for_tenant(tenant.id)
     try:
         info = store.head(uri)
+    except StorageNotConfigured as exc:  # the operator's setting, not a fault to retry
+        raise ApiError(422, exc.code, f"the service's object storage is not configured: {exc} ({exc.setting})") from None
     except StorageUnavailable as exc:
         raise ApiError(503, exc.code, f"the object store is unreachable: {exc}", headers={"Retry-After": "30"}) from None
     except (ObjectNotFound, AccessDenied, InvalidObjectURI) as exc:
@@ -150,6 +164,12 @@ def accept_submission(
         )
     except PronunciationInputError as exc:
         raise ApiError(422, exc.code, exc.message) from None
+    if payload.callback_url is not None:
+        try:
+            check_callback_url(payload.callback_url, tenant.callback_url,
+                               allow_loopback_http=settings.callback_allow_loopback_http)
+        except CallbackRefused as exc:
+            raise ApiError(422, "callback_url_not_allowed", str(exc)) from None
     check_audio(store, settings, tenant, payload.audio_uri)
 
     phones = [list(p) for p in given] if given is not None else None

@@ -28,10 +28,11 @@ class SubmissionIn(BaseModel):
     )
     audio_uri: str = Field(
         min_length=1, max_length=2048,
-        description="`s3://bucket/key` in one of the tenant's allowed buckets (or a local path in the embedded mode).",
+        description="`s3://bucket/key` in one of the tenant's allowed buckets (APA_STORAGE_BACKEND=s3), or a path "
+        "in the tenant's own folder (APA_STORAGE_BACKEND=local, the embedded mode).",
     )
     granularity: Granularity = Granularity.FULL
-    callback_url: str | None = Field(default=None, max_length=2048, description="http(s) URL for the signed result.")
+    callback_url: str | None = Field(default=None, max_length=2048, description="https URL for the signed result, on the tenant's registered callback origin.")
 
     @field_validator("callback_url")
     @classmethod

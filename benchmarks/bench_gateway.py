@@ -89,7 +89,7 @@ def main() -> None:
     var = Path(f"/tmp/{dbname}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("APA_")}
     env.update(APA_DATABASE_URL=db_url, APA_BROKER_URL=f"redis://127.0.0.1:6379/{args.redis_db}",
-               APA_S3_ENDPOINT_URL=s3_url, APA_S3_ACCESS_KEY_ID="t", APA_S3_SECRET_ACCESS_KEY="t",
+               APA_STORAGE_BACKEND="s3", APA_S3_ENDPOINT_URL=s3_url, APA_S3_ACCESS_KEY_ID="t", APA_S3_SECRET_ACCESS_KEY="t",
                APA_BUCKET="bench", APA_VAR_DIR=str(var), HF_HUB_OFFLINE="1")
     logs = open(var.with_suffix(".log"), "w")
     gateway = subprocess.Popen([sys.executable, "-m", "fleet.cli.main", "gateway", "--port", str(port),

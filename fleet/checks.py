@@ -46,12 +46,14 @@ def check_database(settings: Settings) -> None:
 
 
 def check_storage(settings: Settings) -> None:
-    from fleet.storage import ObjectStore, StorageError
+    from fleet.storage import ObjectStore, StorageError, StorageNotConfigured
 
     store = ObjectStore.from_settings(settings)
-    if settings.s3_endpoint_url or settings.s3_access_key_id:
+    if settings.storage_backend == "s3":
         try:
             store.check_bucket(settings.bucket)
+        except StorageNotConfigured as exc:
+            raise ConfigError(exc.setting, str(exc)) from None
         except StorageError as exc:
             raise ConfigError("APA_BUCKET", str(exc)) from None
     else:

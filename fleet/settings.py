@@ -11,6 +11,8 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from typing import Literal
+
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -33,7 +35,13 @@ class Settings(BaseSettings):
     )
     redis_visibility_timeout_s: int = 3600
 
-    # Object storage: `s3://bucket/key` URIs go to boto3, everything else to the local folder.
+    # Object storage: an explicit backend, never guessed from which credentials happen to be set
+    # (with IAM roles no key and no endpoint is set, and a guess would pick the pod's own disk).
+    storage_backend: Literal["local", "s3"] = Field(
+        default="local",
+        description="`local`: objects are files under storage_root, tenants' paths under tenants/<tenant id>/; "
+        "`s3`: objects are `s3://bucket/key` (credentials from the settings below or the default AWS chain).",
+    )
     storage_root: Path = Field(default=Path(""), description="Local object-store folder; empty = var_dir/objects.")
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
@@ -63,6 +71,10 @@ class Settings(BaseSettings):
     deliver_poll_interval_s: float = 10.0
     discover_interval_s: float = 300.0
     score_batch_size: int = 8
+
+    # Callbacks go only to https URLs on the tenant's registered origin, never to private addresses;
+    # this lets the embedded mode and tests post to http://127.0.0.1 (loopback only, nothing else).
+    callback_allow_loopback_http: bool = False
 
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000

@@ -2,13 +2,18 @@
 
 Every other module reads and writes audio, adapters and reports through `ObjectStore`, so the
 embedded mode (a folder) and production (any S3-compatible store, by endpoint URL) run the same
-code. Errors are specific so callers can tell bad input (missing object, too large, denied) from
-a transient fault worth a retry (`StorageUnavailable`).
+code. Which of the two serves is an explicit setting (`APA_STORAGE_BACKEND`), never guessed from the
+credentials that happen to be set: with IAM roles nothing is set, and a guess would put adapters on
+one pod's own disk. In the local backend every tenant has its own folder (`tenants/<tenant id>/`,
+see `for_tenant`), so one tenant can never name another's files. Errors are specific so callers
+can tell bad input (missing object, too large, denied) from a transient fault worth a retry
+(`StorageUnavailable`) and from a setting that is missing (`StorageNotConfigured`).
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,6 +51,25 @@ class StorageUnavailable(StorageError):
     """A transient fault (network, throttling, 5xx): retrying may succeed."""
 
     code = "storage_unavailable"
+
+
+class StorageNotConfigured(StorageUnavailable):
+    """The service lacks a setting (no S3 backend, no credentials): only an operator can fix it.
+
+    Callers that answer a person (the gateway, the CLI) report it as a configuration error naming
+    `setting`, never as a 503 to retry. It stays a `StorageUnavailable` for the workers, so rows
+    already accepted wait for the fix instead of failing for a fault that is not theirs."""
+
+    code = "storage_not_configured"
+
+    def __init__(self, uri: str, message: str, setting: str) -> None:
+        super().__init__(uri, message)
+        self.reason = message
+        self.setting = setting
+
+
+BACKENDS = ("local", "s3")
+TENANTS_FOLDER = "tenants"
 
 
 @dataclass(frozen=True)
@@ -91,6 +115,7 @@ class ObjectStore:
         self,
         root: Path,
         *,
+        backend: str = "local",
         endpoint_url: str | None = None,
         region: str = "us-east-1",
         access_key_id: str | None = None,
@@ -98,6 +123,9 @@ class ObjectStore:
         connect_timeout_s: float = 5.0,
         max_attempts: int = 3,
     ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown storage backend {backend!r}; use one of {BACKENDS}")
+        self.backend = backend
         self.root = Path(root).resolve()
         self._s3_kwargs = {
             "endpoint_url": endpoint_url,
@@ -114,6 +142,7 @@ class ObjectStore:
         secret = settings.s3_secret_access_key.get_secret_value() if settings.s3_secret_access_key else None
         return cls(
             settings.effective_storage_root,
+            backend=settings.storage_backend,
             endpoint_url=settings.s3_endpoint_url,
             region=settings.s3_region,
             access_key_id=settings.s3_access_key_id,
@@ -123,8 +152,18 @@ class ObjectStore:
         )
 
     # ---- s3 -------------------------------------------------------------------------------
+    def for_tenant(self, tenant_id: uuid.UUID) -> ObjectStore:
+        """The same store with local paths confined to this tenant's own folder (relative paths
+        resolve inside it); s3:// URIs are unchanged (buckets are checked against the tenant's list)."""
+        return replace_root(self, self.root / TENANTS_FOLDER / str(uuid.UUID(str(tenant_id))))
+
     @property
     def s3(self):  # boto3 client, created lazily: the local mode never imports boto3's config
+        if self.backend != "s3":
+            raise StorageNotConfigured(
+                "s3://", "s3:// objects need APA_STORAGE_BACKEND=s3 (this service keeps objects in the local "
+                f"folder {self.root}; use a local path instead)", "APA_STORAGE_BACKEND",
+            )
         if self._client is None:
             import boto3
             from botocore.config import Config
@@ -139,8 +178,15 @@ class ObjectStore:
         return self._client
 
     def _s3_error(self, uri: str, exc: Exception) -> StorageError:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
 
+        if isinstance(exc, StorageNotConfigured):
+            return StorageNotConfigured(uri, exc.reason, exc.setting)
+        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+            return StorageNotConfigured(
+                uri, f"no usable S3 credentials ({exc}): set APA_S3_ACCESS_KEY_ID and APA_S3_SECRET_ACCESS_KEY "
+                "or give the process an IAM role", "APA_S3_ACCESS_KEY_ID",
+            )
         if isinstance(exc, ClientError):
             code = str(exc.response.get("Error", {}).get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -276,6 +322,8 @@ class ObjectStore:
         import shutil
         import tempfile
 
+        for rel in objects:
+            _check_relative_key(uri, rel)
         target = Path(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         part = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))  # one per process
@@ -304,11 +352,32 @@ class ObjectStore:
 
     @property
     def s3_configured(self) -> bool:
-        """S3 is the store (endpoint or credentials given); local paths are then not for tenants."""
-        return bool(self._s3_kwargs["endpoint_url"] or self._s3_kwargs["aws_access_key_id"])
+        """S3 is the backend (APA_STORAGE_BACKEND=s3); local paths are then not for tenants."""
+        return self.backend == "s3"
 
     def service_uri(self, settings_bucket: str, key: str) -> str:
-        """Where the service keeps its own objects: the bucket when S3 is configured, else the folder."""
+        """Where the service keeps its own objects: the bucket in the s3 backend, else the folder
+        (outside every tenant's folder, so no tenant can name an adapter or a report)."""
         if self.s3_configured:
             return f"s3://{settings_bucket}/{key}"
         return str(self.root / key)
+
+
+def replace_root(store: ObjectStore, root: Path) -> ObjectStore:
+    """A shallow copy of `store` on another local root that shares its (thread-safe) S3 client."""
+    import copy
+
+    scoped = copy.copy(store)
+    scoped.root = Path(root).resolve()
+    if scoped._client is None and store.backend == "s3":
+        scoped._client = store.s3  # create it once, shared by every tenant's view
+    return scoped
+
+
+def _check_relative_key(uri: str, rel: str) -> None:
+    """A key below a prefix becomes a local path: refuse one that would leave the target folder
+    (absolute, `..`, a drive or backslash form) instead of writing wherever it points."""
+    parts = rel.replace("\\", "/").split("/")
+    drive = os.name == "nt" and len(rel) > 1 and rel[1] == ":"
+    if rel.startswith(("/", "\\")) or ".." in parts or "" in parts[:-1] or drive:
+        raise AccessDenied(f"{uri.rstrip('/')}/{rel}", "unsafe object key: it would be written outside the target folder")

@@ -135,7 +135,7 @@ def s3_store(s3_server: str, tmp_path: Path):
     from fleet.storage import ObjectStore
 
     return ObjectStore(
-        tmp_path / "objects", endpoint_url=s3_server, access_key_id="test",
+        tmp_path / "objects", backend="s3", endpoint_url=s3_server, access_key_id="test",
         secret_access_key="test", max_attempts=1,
     )
 

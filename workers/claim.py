@@ -28,6 +28,7 @@ class Claim:
     reference_text: str
     reference_phones: list[list[str]] | None
     granularity: str
+    tenant_id: uuid.UUID | None = None  # whose folder a local audio path lies in
 
 
 def _take(session: Session, ids: list[uuid.UUID], now: datetime) -> list[Claim]:
@@ -40,7 +41,7 @@ def _take(session: Session, ids: list[uuid.UUID], now: datetime) -> list[Claim]:
         .where(Submission.id.in_(ids), Submission.status == SubmissionStatus.queued)
         .values(status=SubmissionStatus.running, attempts=Submission.attempts + 1, started_at=now, updated_at=now)
         .returning(Submission.id, Submission.attempts, Submission.audio_uri, Submission.reference_text,
-                   Submission.reference_phones, Submission.granularity)
+                   Submission.reference_phones, Submission.granularity, Submission.tenant_id)
         .execution_options(synchronize_session=False)
     ).all()
     return [Claim(*row) for row in rows]

@@ -2,7 +2,11 @@
 
 The outbox row is written in the same transaction as the scores, so a result is never scored
 without its callback queued. Each send takes a short lease on the row (a conditional UPDATE) so two
-workers never post the same delivery at once; the Standard Webhooks id is the delivery id, stable
+workers never post the same delivery at once. The lease is fenced: it carries a fresh token, the
+request has an overall deadline well inside the lease, and the outcome is written only if the row
+still holds that token; no transaction stays open across the HTTP call. Only https URLs on the
+tenant's registered origin are posted to, and never to internal addresses (fleet/callback_policy.py,
+workers/egress.py). The Standard Webhooks id is the delivery id, stable
 across retries, so the LMS can de-duplicate. 2xx ends it; 4xx other than 408/429 stops it (the
 LMS refused it for good); anything else backs off with jitter up to a limit.
 """
@@ -10,7 +14,9 @@ LMS refused it for good); anything else backs off with jitter up to a limit.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import httpx
@@ -19,9 +25,16 @@ from sqlalchemy.orm import Session
 from standardwebhooks import Webhook
 
 from db.models import Delivery, DeliveryStatus, Tenant, utcnow
+from fleet.callback_policy import CallbackRefused, check_callback_url
+from workers.egress import overall_deadline, refused_address
 from workers.persist import backoff_s
 
+log = logging.getLogger(__name__)
+
 LEASE_S = 60
+# The whole request (name lookup, connect, TLS, send, answer) ends well inside the lease, so no
+# other worker can take the row while this one may still be posting it.
+REQUEST_DEADLINE_S = 30.0
 MAX_DELIVERY_ATTEMPTS = 10
 RETRYABLE_4XX = {408, 429}
 
@@ -39,55 +52,109 @@ def signed_request(secret: str, msg_id: str, payload: dict) -> tuple[bytes, dict
     return body.encode(), headers
 
 
-def _lease(session: Session, delivery_id: uuid.UUID) -> bool:
+@dataclass(frozen=True)
+class _Lease:
+    """What one send needs, read under the lease and detached from the session."""
+
+    token: uuid.UUID
+    attempts: int
+    url: str
+    payload: dict
+    tenant_active: bool
+    secret: str
+    registered_url: str | None
+
+
+def _lease(session: Session, delivery_id: uuid.UUID) -> _Lease | None:
+    """Take the row for LEASE_S with a fresh fencing token, counting the attempt in the same
+    statement (`attempts + 1` in SQL, never read-modify-write); the transaction ends before any
+    HTTP, so no row lock or snapshot is held while the LMS answers."""
     now = utcnow()
+    token = uuid.uuid4()
     res = session.execute(
         update(Delivery)
         .where(Delivery.id == delivery_id, Delivery.status == DeliveryStatus.pending, Delivery.next_attempt_at <= now)
-        .values(next_attempt_at=now + timedelta(seconds=LEASE_S))
+        .values(next_attempt_at=now + timedelta(seconds=LEASE_S), lease_token=token, attempts=Delivery.attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if res.rowcount != 1:
+        session.commit()
+        return None
+    row = session.execute(
+        select(Delivery.attempts, Delivery.url, Delivery.payload, Delivery.tenant_id)
+        .where(Delivery.id == delivery_id, Delivery.lease_token == token)
+    ).one()
+    tenant = session.execute(
+        select(Tenant.active, Tenant.webhook_secret, Tenant.callback_url).where(Tenant.id == row.tenant_id)
+    ).one_or_none()
+    session.commit()
+    return _Lease(token, row.attempts, row.url, row.payload, bool(tenant and tenant.active),
+                  tenant.webhook_secret if tenant else "", tenant.callback_url if tenant else None)
+
+
+def _finish(session: Session, delivery_id: uuid.UUID, token: uuid.UUID, **values) -> bool:
+    """Record the outcome only while this lease still holds the row (the fencing check)."""
+    res = session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id, Delivery.lease_token == token, Delivery.status == DeliveryStatus.pending)
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
     session.commit()
-    return res.rowcount == 1
+    if res.rowcount != 1:
+        log.warning("delivery %s: lease lost before its outcome was recorded; the holder's result stands", delivery_id)
+        return False
+    return True
 
 
-def deliver(session: Session, delivery_id: uuid.UUID, http: httpx.Client) -> float | None:
-    """Try one delivery; returns seconds until the next try, or None when it is finished."""
-    if not _lease(session, delivery_id):
+def deliver(session: Session, delivery_id: uuid.UUID, http: httpx.Client, *,
+            allow_loopback_http: bool = False) -> float | None:
+    """Try one delivery; returns seconds until the next try, or None when it is finished (or not ours).
+
+    `http` should come from `workers.egress.callback_client`, whose connections refuse internal
+    addresses and honour the overall deadline set here."""
+    lease = _lease(session, delivery_id)
+    if lease is None:
         return None
-    delivery = session.get(Delivery, delivery_id)
-    tenant = session.get(Tenant, delivery.tenant_id)
-    delivery.attempts += 1
-    if tenant is None or not tenant.active:
-        delivery.status, delivery.last_error = DeliveryStatus.failed, "the tenant no longer exists or is inactive"
-        session.commit()
+    if not lease.tenant_active:
+        _finish(session, delivery_id, lease.token, status=DeliveryStatus.failed,
+                last_error="the tenant no longer exists or is inactive")
         return None
-    body, headers = signed_request(tenant.webhook_secret, str(delivery.id), delivery.payload)
+    try:
+        check_callback_url(lease.url, lease.registered_url, allow_loopback_http=allow_loopback_http)
+    except CallbackRefused as exc:  # retrying cannot help
+        _finish(session, delivery_id, lease.token, status=DeliveryStatus.failed, last_error=f"bad callback URL: {exc}")
+        return None
+    body, headers = signed_request(lease.secret, str(delivery_id), lease.payload)
     status_code: int | None = None
     try:
-        response = http.post(delivery.url, content=body, headers=headers, timeout=10.0)
+        with overall_deadline(REQUEST_DEADLINE_S):
+            response = http.post(lease.url, content=body, headers=headers, timeout=10.0)
         status_code = response.status_code
         error = None if response.is_success else f"HTTP {status_code}: {response.text[:200]}"
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:  # retrying cannot help
-        delivery.status, delivery.last_error = DeliveryStatus.failed, f"bad callback URL: {exc}"
-        session.commit()
+        _finish(session, delivery_id, lease.token, status=DeliveryStatus.failed, last_error=f"bad callback URL: {exc}")
         return None
     except Exception as exc:  # network faults and anything else: recorded, retried with backoff
+        refused = refused_address(exc)
+        if refused is not None:  # the host resolves to an internal address: never posted to
+            _finish(session, delivery_id, lease.token, status=DeliveryStatus.failed,
+                    last_error=f"bad callback URL: {refused}")
+            return None
         error = f"{type(exc).__name__}: {exc}"
-    delivery.last_status_code = status_code
-    delivery.last_error = error
+    values: dict = {"last_status_code": status_code, "last_error": error}
     retry_in: float | None = None
     if error is None:
-        delivery.status = DeliveryStatus.delivered
-        delivery.delivered_at = utcnow()
+        values.update(status=DeliveryStatus.delivered, delivered_at=utcnow())
     elif status_code is not None and 400 <= status_code < 500 and status_code not in RETRYABLE_4XX:
-        delivery.status = DeliveryStatus.failed
-    elif delivery.attempts >= MAX_DELIVERY_ATTEMPTS:
-        delivery.status = DeliveryStatus.failed
+        values["status"] = DeliveryStatus.failed
+    elif lease.attempts >= MAX_DELIVERY_ATTEMPTS:
+        values["status"] = DeliveryStatus.failed
     else:
-        retry_in = backoff_s(delivery.attempts)
-        delivery.next_attempt_at = utcnow() + timedelta(seconds=retry_in)
-    session.commit()
+        retry_in = backoff_s(lease.attempts)
+        values["next_attempt_at"] = utcnow() + timedelta(seconds=retry_in)
+    if not _finish(session, delivery_id, lease.token, **values):
+        return None
     return retry_in
 
 

@@ -52,6 +52,8 @@ def _prepare(claim: Claim, settings: Settings, store: ObjectStore) -> Assessment
     try:
         reference = build_reference(claim.reference_text, claim.reference_phones,
                                     max_words=settings.max_reference_words)
+        if claim.tenant_id is not None:  # local paths: only the tenant's own folder (as the gateway checked)
+            store = store.for_tenant(claim.tenant_id)
         data = store.get(claim.audio_uri, max_bytes=settings.max_audio_bytes)
         audio = load_audio(data, max_seconds=settings.max_audio_seconds, min_seconds=settings.min_audio_seconds)
     except StorageUnavailable:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import uuid
 
-import httpx
 from sqlalchemy.exc import OperationalError
 
 from fleet.broker import queue_depth
@@ -13,6 +12,7 @@ from fleet.queue import DELIVER_DUE_TASK, DELIVER_TASK, SCORE_QUEUE, SCORE_TASK,
 from workers import resources
 from workers.celery_app import app
 from workers.delivery import deliver, due_deliveries
+from workers.egress import callback_client
 from workers.scoring import score_round
 from workers.sweeper import sweep
 
@@ -39,8 +39,9 @@ def score(self, submission_id: str) -> dict:
 
 @app.task(name=DELIVER_TASK, bind=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=8)
 def deliver_task(self, delivery_id: str) -> None:
-    with resources.sessions()() as s, httpx.Client() as http:
-        retry_in = deliver(s, uuid.UUID(delivery_id), http)
+    allow_loopback = resources.settings().callback_allow_loopback_http
+    with resources.sessions()() as s, callback_client(allow_loopback=allow_loopback) as http:
+        retry_in = deliver(s, uuid.UUID(delivery_id), http, allow_loopback_http=allow_loopback)
     if retry_in is not None:
         publish(app, DELIVER_TASK, delivery_id, countdown=retry_in)
 

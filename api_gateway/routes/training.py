@@ -24,7 +24,7 @@ from db.adapters import RegistryError, activate, list_adapters
 from db.models import Adapter, AnnotationBatch, Role, TrainingJob
 from db.training import add_batch_row, add_job_row, pending_job
 from fleet.queue import TRAIN_TASK, VALIDATE_BATCH_TASK, publish
-from fleet.storage import StorageError, StorageUnavailable, parse_uri
+from fleet.storage import StorageError, StorageNotConfigured, StorageUnavailable, parse_uri
 from fleet.training_config import ParamsError, TrainingDefaults, resolve_params
 
 log = logging.getLogger(__name__)
@@ -80,14 +80,20 @@ def _publish(celery, task: str, row_id: uuid.UUID) -> None:
              responses={200: {"description": "The URI was registered before: the existing batch"},
                         **error_responses(401, 403, 422, 503)},
              summary="Register an expert-annotated batch; it is validated on the train queue")
-def register_annotation_batch(body: BatchIn, _ops: OpsDep, session: SessionDep, celery: CeleryDep,
-                              response: Response) -> dict[str, Any]:
+def register_annotation_batch(body: BatchIn, _ops: OpsDep, session: SessionDep, store: StoreDep,
+                              celery: CeleryDep, response: Response) -> dict[str, Any]:
     """202 with the new `registered` row (its validation task is published; watch `progress` and
     `status` on GET /v1/annotation-batches); 200 with the existing row when the URI is known."""
     try:
-        parse_uri(body.uri)
+        ref = parse_uri(body.uri)
     except StorageError as exc:
         raise ApiError(422, exc.code, str(exc)) from None
+    if ref.scheme == "s3" and not store.s3_configured:  # the operator's setting, not a fault to retry
+        raise ApiError(
+            422, StorageNotConfigured.code,
+            f"{body.uri}: this service keeps objects in a local folder (APA_STORAGE_BACKEND=local): register a "
+            "local folder, or have the operator set APA_STORAGE_BACKEND=s3",
+        )
     row, created = add_batch_row(session, body.uri, body.name)
     session.commit()
     if created:

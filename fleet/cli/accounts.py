@@ -30,6 +30,15 @@ def tenants_create(
     bucket: Annotated[list[str], typer.Option(help="S3 bucket this tenant's audio may come from (repeat).")] = [],  # noqa: B006
 ) -> None:
     """Create a tenant and print its webhook signing secret (shown once)."""
+    from fleet.callback_policy import CallbackRefused, check_callback_url
+    from fleet.cli.context import settings
+
+    if callback_url is not None:  # its origin is the only one this tenant's callbacks may go to
+        try:
+            check_callback_url(callback_url, callback_url,
+                               allow_loopback_http=settings().callback_allow_loopback_http)
+        except CallbackRefused as exc:
+            _refuse(exc)
     try:
         with session_scope(sessions()) as s:
             tenant = create_tenant(s, name, callback_url=callback_url, allowed_buckets=bucket)

@@ -83,7 +83,7 @@ def wait_ready(base_url: str, timeout_s: float = 60) -> None:
     raise TimeoutError(f"the gateway at {base_url} did not answer within {timeout_s:.0f}s")
 
 
-def _demo_credentials(cfg: Settings) -> tuple[str, str]:
+def _demo_credentials(cfg: Settings) -> tuple[str, str, uuid.UUID]:
     from sqlalchemy import select
 
     from db.accounts import create_api_key, create_tenant
@@ -94,9 +94,9 @@ def _demo_credentials(cfg: Settings) -> tuple[str, str]:
     with session_scope(make_session_factory(engine)) as s:
         tenant = s.scalar(select(Tenant).where(Tenant.name == DEMO_TENANT)) or create_tenant(s, DEMO_TENANT)
         _, key = create_api_key(s, Role.lms, name="demo", tenant=tenant)
-        secret = tenant.webhook_secret
+        secret, tenant_id = tenant.webhook_secret, tenant.id
     engine.dispose()
-    return secret, key
+    return secret, key, tenant_id
 
 
 def _fmt(score: dict | None) -> str:
@@ -106,14 +106,14 @@ def _fmt(score: dict | None) -> str:
 def run_demo(cfg: Settings, n: int = 3, timeout_s: float = 300) -> int:
     from fleet.storage import ObjectStore
 
-    secret, key = _demo_credentials(cfg)
-    store = ObjectStore.from_settings(cfg)
+    secret, key, tenant_id = _demo_credentials(cfg)
+    store = ObjectStore.from_settings(cfg).for_tenant(tenant_id)  # local paths live in the tenant's folder
     clips = demo_clips(n)
     run_id = uuid.uuid4().hex[:8]
     ids: dict[str, str] = {}
     with httpx.Client(base_url=cfg.public_base_url, timeout=30) as http:
         for clip in clips:
-            uri = str(store.root / "demo" / f"{clip.name}.flac")
+            uri = f"demo/{clip.name}.flac"  # relative: inside the demo tenant's own folder
             store.put(uri, clip.flac)
             body = json.dumps({
                 "submission_id": f"demo-{run_id}-{clip.name}", "learner_id": f"learner-{clip.name[:4]}",

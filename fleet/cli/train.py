@@ -31,7 +31,6 @@ def train(
     """Register batches, then train, evaluate, register and (if it beats the active one) promote an adapter."""
     from db.engine import session_scope
     from fleet.storage import ObjectStore
-    from training_jobs.batches import register_batch
     from training_jobs.config import ParamsError, TrainingDefaults
     from training_jobs.job import JobPending, create_job
 
@@ -55,7 +54,7 @@ def train(
 
     for uri in batch or []:
         with session_scope(factory) as s:
-            row = register_batch(s, store, uri, defaults)
+            row = _register_or_exit(s, store, uri, defaults)
             colour = {"accepted": "green", "partial": "yellow"}.get(row.status.value, "red")
             console.print(f"batch {row.uri}: [{colour}]{row.status.value}[/{colour}] "
                           f"({row.n_accepted}/{row.n_items} accepted, {row.n_quarantined} quarantined)")
@@ -73,6 +72,22 @@ def train(
     elif extra:
         console.print("[yellow]--job given: --epochs/--simpo/--params are ignored (the job keeps its params)[/yellow]")
     _run_with_progress(job, cfg, factory, store, defaults)
+
+
+def _register_or_exit(session, store, uri: str, defaults):
+    """register_batch, with storage faults as one line: a missing setting exits 2 (configuration
+    error, like start-up checks), an unreachable store 1; never a traceback."""
+    from fleet.checks import ConfigError, fail
+    from fleet.storage import StorageError, StorageNotConfigured
+    from training_jobs.batches import register_batch
+
+    try:
+        return register_batch(session, store, uri, defaults)
+    except StorageNotConfigured as exc:
+        fail(ConfigError(exc.setting, str(exc)))
+    except StorageError as exc:
+        console.print(f"[red]error:[/red] {exc.code}: {exc}")
+        raise typer.Exit(1) from None
 
 
 def _run_with_progress(job_id: str, cfg, factory, store, defaults) -> None:

@@ -198,6 +198,8 @@ def fleet_factory(pg_database, s3_server, s3_bucket, tiny_model_dir, tmp_path) -
             "APA_VAR_DIR": str(tmp_path / "var"),
             "APA_DATABASE_URL": pg_database,
             "APA_BROKER_URL": _broker_url(broker),
+            "APA_STORAGE_BACKEND": "s3",
+            "APA_CALLBACK_ALLOW_LOOPBACK_HTTP": "true",
             "APA_S3_ENDPOINT_URL": s3_server,
             "APA_S3_ACCESS_KEY_ID": "test",
             "APA_S3_SECRET_ACCESS_KEY": "test",

@@ -25,4 +25,4 @@ def test_run_on_embedded_defaults_scores_the_demo(tmp_path) -> None:
     assert proc.returncode == 0, out[-4000:]
     assert out.count(" scored ") >= 3 and "scores mean nothing" in out
     assert (tmp_path / "var" / "apa-fleet.db").exists()  # the embedded SQLite record
-    assert list((tmp_path / "var" / "objects" / "demo").glob("*.flac"))
+    assert list((tmp_path / "var" / "objects" / "tenants").glob("*/demo/*.flac"))  # in the demo tenant's folder

@@ -64,7 +64,7 @@ class Gateway:
             "reference_text": "We call it bear",
             "audio_uri": self.audio_uri(),
             "granularity": "full",
-            "callback_url": "https://lms.example/apa",
+            "callback_url": "https://acme.example/apa",
         }
         body.update(overrides)
         return body
@@ -128,6 +128,7 @@ def make_gateway(
         var_dir=tmp_path / "var",
         database_url=database_url,
         broker_url=broker_url or redis_url,
+        storage_backend="s3",
         s3_endpoint_url=s3_server,
         s3_access_key_id="test",
         s3_secret_access_key="test",

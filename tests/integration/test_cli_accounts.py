@@ -8,7 +8,7 @@ from tests.conftest import run_cli
 def test_tenant_and_key_lifecycle(database_url: str, cli_env: dict[str, str]) -> None:
     cli_env["APA_DATABASE_URL"] = database_url
     run_cli(["db", "upgrade"], cli_env)
-    out = run_cli(["tenants", "create", "acme", "--callback-url", "http://lms.example/cb"], cli_env).stdout
+    out = run_cli(["tenants", "create", "acme", "--callback-url", "https://lms.example/cb"], cli_env).stdout
     secret = out.strip().splitlines()[-1]
     assert secret.startswith("whsec_")
 

@@ -72,7 +72,7 @@ def test_accepted_webhook_is_queued_and_published(gw: Gateway) -> None:
     assert str(row.id) == body["id"] and row.status is SubmissionStatus.queued
     assert (row.tenant_id, row.lms_submission_id, row.webhook_id) == (gw.a.id, "lms-42", "msg_first")
     assert (row.learner_id, row.course_id, row.assignment_id) == ("learner-1", "c1", "a1")
-    assert row.granularity == "full" and row.callback_url == "https://lms.example/apa"
+    assert row.granularity == "full" and row.callback_url == "https://acme.example/apa"
     assert row.reference_phones is None and row.attempts == 0
 
     assert gw.score_messages() == [{"task": "apa.score", "args": [body["id"]]}]
@@ -115,7 +115,9 @@ def test_repeated_delivery_returns_the_existing_submission(gw: Gateway) -> None:
     assert gw.score_messages() == [{"task": "apa.score", "args": [sid]}]
 
     # webhook ids and LMS ids are scoped by tenant: globex may reuse both
-    other = gw.post(payload, msg_id="msg_7", key="lms_b", secret=gw.b.secret)
+    # (without acme's callback URL: a tenant's callbacks go only to its own registered origin)
+    globex_payload = {k: v for k, v in payload.items() if k != "callback_url"}
+    other = gw.post(globex_payload, msg_id="msg_7", key="lms_b", secret=gw.b.secret)
     assert other.status_code == 202 and other.json()["id"] != sid
     assert len(gw.submissions()) == 2
 
@@ -240,6 +242,21 @@ def test_stale_signature_on_postgres_writes_nothing(gw: Gateway) -> None:
         ("bad granularity", {"granularity": "paragraph"}, 422, "invalid_request", "granularity"),
         ("bad callback URL", {"callback_url": "ftp://lms.example/x"}, 422, "invalid_request", "callback_url"),
         ("callback URL without host", {"callback_url": "https://"}, 422, "invalid_request", "callback_url"),
+        ("callback on another origin", {"callback_url": "https://evil.example/apa"}, 422, "callback_url_not_allowed",
+         "https://acme.example:443"),
+        ("callback on another port", {"callback_url": "https://acme.example:8443/apa"}, 422,
+         "callback_url_not_allowed", "registered callback origin"),
+        ("callback over http", {"callback_url": "http://acme.example/apa"}, 422, "callback_url_not_allowed", "https"),
+        ("callback to a private address", {"callback_url": "https://10.0.0.5/apa"}, 422, "callback_url_not_allowed",
+         "private"),
+        ("callback to the metadata service", {"callback_url": "https://169.254.169.254/latest"}, 422,
+         "callback_url_not_allowed", "link-local"),
+        ("callback to loopback", {"callback_url": "https://127.0.0.1:9/x"}, 422, "callback_url_not_allowed",
+         "loopback"),
+        ("callback to localhost", {"callback_url": "https://localhost/x"}, 422, "callback_url_not_allowed",
+         "localhost"),
+        ("callback with credentials", {"callback_url": "https://u:p@acme.example/apa"}, 422,
+         "callback_url_not_allowed", "credentials"),
         ("missing learner", {"learner_id": None}, 422, "invalid_request", "learner_id"),
         ("blank course", {"course_id": "   "}, 422, "invalid_request", "course_id"),
         ("text not a string", {"reference_text": ["a"]}, 422, "invalid_request", "reference_text"),
@@ -296,7 +313,7 @@ def test_unknown_fields_are_ignored_and_phones_normalized(gw_sqlite: Gateway) ->
 def test_object_store_unreachable_is_503(gw_sqlite: Gateway) -> None:
     g = gw_sqlite
     dead = ObjectStore(
-        g.settings.effective_storage_root, endpoint_url=f"http://127.0.0.1:{free_port()}",
+        g.settings.effective_storage_root, backend="s3", endpoint_url=f"http://127.0.0.1:{free_port()}",
         access_key_id="test", secret_access_key="test", max_attempts=1, connect_timeout_s=1,
     )
     client = TestClient(create_app(g.settings, sessions=g.sessions, store=dead))
@@ -323,40 +340,53 @@ def test_broker_down_still_accepts_and_keeps_the_row(gw_sqlite: Gateway) -> None
 
 
 def test_local_store_mode(sqlite_database: str, tmp_path: Path) -> None:
-    """Embedded mode: no S3 endpoint, local paths confined to the store root, filesystem broker."""
+    """Embedded mode (APA_STORAGE_BACKEND=local, the default): each tenant's local paths resolve in
+    its own folder under the store root and can never name another tenant's files or the service's
+    own objects; an s3:// URI is a configuration error (422 naming the setting), never a 503."""
     upgrade(sqlite_database)
     settings = Settings(var_dir=tmp_path / "var", database_url=sqlite_database)
+    assert settings.storage_backend == "local"
     root = settings.effective_storage_root
-    (root / "audio").mkdir(parents=True)
-    (root / "audio" / "a.wav").write_bytes(b"RIFF0000")
-    (tmp_path / "outside.wav").write_bytes(b"RIFF0000")
     engine = make_engine(sqlite_database)
     sessions = make_session_factory(engine)
     with session_scope(sessions) as s:
-        tenant = create_tenant(s, "embedded")
-        secret = tenant.webhook_secret
+        tenant, other = create_tenant(s, "embedded"), create_tenant(s, "other")
+        secret, other_secret = tenant.webhook_secret, other.webhook_secret
         key = create_api_key(s, Role.lms, tenant=tenant)[1]
+        other_key = create_api_key(s, Role.lms, tenant=other)[1]
+        folder, other_folder = root / "tenants" / str(tenant.id), root / "tenants" / str(other.id)
+    for f in (folder, other_folder, root):
+        (f / "audio").mkdir(parents=True, exist_ok=True)
+        (f / "audio" / "a.wav").write_bytes(b"RIFF0000")
+    (tmp_path / "outside.wav").write_bytes(b"RIFF0000")
     app = create_app(settings, sessions=sessions)
     client = TestClient(app)
 
-    def post(uri: str, lms_id: str):
-        body, headers = signed_json(secret, {
+    def post(uri: str, lms_id: str, *, as_other: bool = False):
+        body, headers = signed_json(other_secret if as_other else secret, {
             "submission_id": lms_id, "learner_id": "l", "course_id": "c", "reference_text": "bear",
             "audio_uri": uri,
         })
-        headers["X-API-Key"] = key
+        headers["X-API-Key"] = other_key if as_other else key
         return client.post("/v1/submissions", content=body, headers=headers)
 
-    assert post("audio/a.wav", "1").status_code == 202
-    assert post(f"file://{root / 'audio' / 'a.wav'}", "2").status_code == 202
-    assert post(str(root / "audio" / "a.wav"), "3").status_code == 202
-    outside = post(str(tmp_path / "outside.wav"), "4")
-    assert outside.status_code == 422 and outside.json()["detail"]["code"] == "access_denied"
-    escape = post("../../outside.wav", "5")
-    assert escape.status_code == 422 and escape.json()["detail"]["code"] == "access_denied"
-    missing = post("audio/none.wav", "6")
-    assert missing.status_code == 422 and missing.json()["detail"]["code"] == "object_not_found"
-    s3 = post("s3://not-allowed/x.wav", "7")
-    assert s3.status_code == 422 and s3.json()["detail"]["code"] == "bucket_not_allowed"
-    assert queue_depth(app.state.services.celery, "score") == 3
+    def refused(resp, code: str) -> bool:
+        return resp.status_code == 422 and resp.json()["detail"]["code"] == code
+
+    assert post("audio/a.wav", "1").status_code == 202  # relative: inside the tenant's folder
+    assert post(f"file://{folder / 'audio' / 'a.wav'}", "2").status_code == 202
+    assert post(str(folder / "audio" / "a.wav"), "3").status_code == 202
+    assert refused(post(str(tmp_path / "outside.wav"), "4"), "access_denied")
+    assert refused(post("../../outside.wav", "5"), "access_denied")
+    assert refused(post("audio/none.wav", "6"), "object_not_found")
+    # another tenant's file, by absolute path or by climbing out of the own folder: refused
+    assert refused(post(str(other_folder / "audio" / "a.wav"), "7"), "access_denied")
+    assert refused(post(f"../{other.id}/audio/a.wav", "8"), "access_denied")
+    # the service's own objects (adapters, reports) lie outside every tenant's folder
+    assert refused(post(str(root / "audio" / "a.wav"), "9"), "access_denied")
+    # the other tenant reads its own file by the same relative path
+    assert post("audio/a.wav", "10", as_other=True).status_code == 202
+    s3 = post("s3://bucket/x.wav", "11")
+    assert refused(s3, "storage_not_configured") and "APA_STORAGE_BACKEND" in s3.json()["detail"]["message"]
+    assert queue_depth(app.state.services.celery, "score") == 4
     engine.dispose()

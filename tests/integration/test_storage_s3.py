@@ -38,7 +38,7 @@ def test_specific_errors(s3_store: ObjectStore, s3_bucket: str) -> None:
 
 
 def test_unreachable_endpoint_is_transient(tmp_path) -> None:
-    store = ObjectStore(tmp_path, endpoint_url=f"http://127.0.0.1:{free_port()}", access_key_id="a",
+    store = ObjectStore(tmp_path, backend="s3", endpoint_url=f"http://127.0.0.1:{free_port()}", access_key_id="a",
                         secret_access_key="b", connect_timeout_s=0.5, max_attempts=1)
     with pytest.raises(StorageUnavailable):
         store.get("s3://b/k")
@@ -61,11 +61,11 @@ def test_access_denied_and_bad_credentials(tmp_path) -> None:
                            aws_access_key_id="x", aws_secret_access_key="x")
         iam.create_user(UserName="nobody")
         creds = iam.create_access_key(UserName="nobody")["AccessKey"]
-        store = ObjectStore(tmp_path, endpoint_url=endpoint, access_key_id=creds["AccessKeyId"],
+        store = ObjectStore(tmp_path, backend="s3", endpoint_url=endpoint, access_key_id=creds["AccessKeyId"],
                             secret_access_key=creds["SecretAccessKey"], max_attempts=1)
         with pytest.raises(AccessDenied):
             store.get("s3://somebucket/k")
-        unknown = ObjectStore(tmp_path, endpoint_url=endpoint, access_key_id="unknown",
+        unknown = ObjectStore(tmp_path, backend="s3", endpoint_url=endpoint, access_key_id="unknown",
                               secret_access_key="nothing", max_attempts=1)
         with pytest.raises(StorageUnavailable, match="credentials"):
             unknown.get("s3://somebucket/k")
@@ -75,8 +75,8 @@ def test_access_denied_and_bad_credentials(tmp_path) -> None:
 
 
 def test_missing_bucket_is_a_config_error(s3_server: str, s3_bucket: str) -> None:
-    good = Settings(s3_endpoint_url=s3_server, s3_access_key_id="t", s3_secret_access_key="t", bucket=s3_bucket)
+    good = Settings(storage_backend="s3", s3_endpoint_url=s3_server, s3_access_key_id="t", s3_secret_access_key="t", bucket=s3_bucket)
     check_storage(good)
-    bad = Settings(s3_endpoint_url=s3_server, s3_access_key_id="t", s3_secret_access_key="t", bucket="absent-bucket")
+    bad = Settings(storage_backend="s3", s3_endpoint_url=s3_server, s3_access_key_id="t", s3_secret_access_key="t", bucket="absent-bucket")
     with pytest.raises(ConfigError, match="APA_BUCKET"):
         check_storage(bad)

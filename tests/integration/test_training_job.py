@@ -48,7 +48,7 @@ def env(pg_server, s3_server, tmp_path_factory, tiny_model_path):  # noqa: F811
     boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1", aws_access_key_id="test",
                  aws_secret_access_key="test").create_bucket(Bucket=bucket)
     tmp = tmp_path_factory.mktemp("training-job")
-    settings = settings_for(tmp, url, tiny_model_path, s3_endpoint_url=s3_server, s3_access_key_id="test",
+    settings = settings_for(tmp, url, tiny_model_path, storage_backend="s3", s3_endpoint_url=s3_server, s3_access_key_id="test",
                             s3_secret_access_key="test", bucket=bucket)
     engine = make_engine(url)
     sessions = make_session_factory(engine)

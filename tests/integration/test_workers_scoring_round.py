@@ -45,7 +45,7 @@ def env(session_factory, tmp_path, tiny_dir):
 
     def submit(text: str, audio: bytes | None, name: str | None = None) -> uuid.UUID:
         name = name or uuid.uuid4().hex[:8]
-        uri = str(store.root / f"{name}.flac")
+        uri = str(store.for_tenant(tenant_id).root / f"{name}.flac")  # the tenant's own folder
         if audio is not None:
             store.put(uri, audio)
         with session_scope(session_factory) as s:
@@ -69,10 +69,15 @@ def test_batch_scores_good_rows_and_fails_bad_ones_once(session_factory, env) ->
     garbage = submit("I LIKE TO READ BOOKS", b"not audio" * 50)
     missing = submit("I LIKE TO READ BOOKS", None)
     unknown = submit("I LIKE ZZQXV", _speechlike(2.0, 9))
+    outside = submit("I LIKE TO READ BOOKS", None)  # a row naming a file outside its tenant's folder
+    store.put(str(store.root / "shared.flac"), _speechlike(2.0, 3))
+    with session_scope(session_factory) as s:
+        s.get(Submission, outside).audio_uri = str(store.root / "shared.flac")
     pool = ModelPool(settings, session_factory, store)
     report = score_round(good[0], settings=settings, sessions=session_factory, store=store, pool=pool)
     assert set(report.scored) == set(good)  # one round claimed the whole batch
-    assert report.failed == {garbage: "audio_undecodable", missing: "object_not_found", unknown: "unknown_word"}
+    assert report.failed == {garbage: "audio_undecodable", missing: "object_not_found", unknown: "unknown_word",
+                             outside: "access_denied"}
     for sid in good:
         row = _row(session_factory, sid)
         assert row.status == SubmissionStatus.scored and row.attempts == 1 and row.raw_output.startswith("Sentence")
@@ -86,7 +91,7 @@ def test_store_outage_gives_rows_back_without_using_attempts(session_factory, en
     sid = submit("I LIKE TO READ BOOKS", _speechlike(2.0, 1))
     with session_scope(session_factory) as s:  # the audio "lives" on an S3 endpoint that is down
         s.get(Submission, sid).audio_uri = "s3://bucket/a.flac"
-    down = ObjectStore(tmp_path, endpoint_url=f"http://127.0.0.1:{free_port()}", access_key_id="a",
+    down = ObjectStore(tmp_path, backend="s3", endpoint_url=f"http://127.0.0.1:{free_port()}", access_key_id="a",
                        secret_access_key="b", connect_timeout_s=0.3, max_attempts=1)
     pool = ModelPool(settings, session_factory, down)
     for _ in range(settings.max_attempts + 2):  # more outages than attempts: still not failed
