@@ -15,7 +15,7 @@ def gateway(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Run the HTTP gateway: signed LMS submissions in, score history out (no torch in this process)."""
-    cfg = checked_settings()
+    cfg = checked_settings(schema=True)
     import uvicorn
 
     from api_gateway.app import create_app
