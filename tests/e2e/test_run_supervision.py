@@ -63,6 +63,10 @@ def test_signal_stops_every_child(tmp_path: Path, sig: signal.Signals) -> None:
     proc, log = _start_run(tmp_path)
     started = descendants(proc.pid)
     assert len(started) >= 4  # gateway, three workers (and their pool children, beat)
+    text = log.read_text(errors="replace")
+    assert f"state in {tmp_path / 'var'} (APA_VAR_DIR)" in text.replace("\n", " ")
+    # Noise a newcomer reads as errors (the root warning shows when the tests run as root).
+    assert "No hostname was supplied" not in text and "superuser privileges" not in text
     proc.send_signal(sig)
     proc.wait(60)
     assert proc.returncode == 0, log.read_text(errors="replace")[-3000:]
