@@ -72,7 +72,8 @@ def _announce_state(cfg: Settings) -> None:
         parts.append(f"objects {cfg.effective_storage_root}")
     if cfg.broker_url.startswith("filesystem:"):
         parts.append(f"broker {broker_folder(cfg)}")
-    console.print(f"state in {cfg.var_dir.resolve()} (APA_VAR_DIR): " + ", ".join(parts), highlight=False)
+    console.print(f"state in {cfg.var_dir.resolve()} (APA_VAR_DIR): " + ", ".join(parts), highlight=False,
+                  soft_wrap=True)
 
 
 def _wait_gateway(base_url: str, fleet: Supervisor, timeout_s: float) -> None:
@@ -133,10 +134,10 @@ def run(
                 fleet.check()
                 time.sleep(0.5)
         except ChildExited as exc:
-            console.print(f"[red]apa-fleet run:[/red] {exc}", highlight=False)
+            console.print(f"[red]apa-fleet run:[/red] {exc}", highlight=False, soft_wrap=True)
             code = 1
         except TimeoutError as exc:
-            console.print(f"[red]apa-fleet run:[/red] {exc}", highlight=False)
+            console.print(f"[red]apa-fleet run:[/red] {exc}", highlight=False, soft_wrap=True)
             code = 1
         except (KeyboardInterrupt, StopRequested):
             console.print("stopping all processes ...")
