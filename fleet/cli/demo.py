@@ -171,7 +171,7 @@ def _wait_results(http: httpx.Client, cfg: Settings, key: str, ids: dict[str, st
             else:
                 break
             time.sleep(pause)
-            pause = min(pause * 1.5, 4.0)
+            pause = min(pause * 1.5, 6.0)
     return results
 
 
