@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import sys
-import warnings
 import time
+import warnings
 from typing import Annotated
 
 import typer
@@ -20,8 +20,7 @@ from fleet.checks import ConfigError, fail
 from fleet.cli.context import checked_settings, settings
 from fleet.cli.ports import check_port_free
 from fleet.cli.schema import shown_url
-from fleet.cli.supervise import ChildExited, StopRequested, Supervisor, stop_on_signals
-from fleet.queue import broker_folder
+from fleet.cli.supervise import ChildExited, StopRequested, Supervisor, signals_ignored, stop_on_signals
 from fleet.settings import Settings
 
 console = Console()
@@ -67,6 +66,8 @@ def _child_argv(args: list[str]) -> list[str]:
 
 def _announce_state(cfg: Settings) -> None:
     """Say where the embedded state lives: a newcomer should know which folder holds their data."""
+    from fleet.queue import broker_folder
+
     parts = [f"database {shown_url(cfg.effective_database_url)}"]
     if not (cfg.s3_endpoint_url or cfg.s3_access_key_id):
         parts.append(f"objects {cfg.effective_storage_root}")
@@ -127,12 +128,11 @@ def run(
                 from fleet.cli.demo import run_demo
 
                 code = run_demo(cfg, check=fleet.check)
-            if exit_after_demo:
-                return
-            console.print("Ctrl-C stops all processes.")
-            while True:
-                fleet.check()
-                time.sleep(0.5)
+            if not exit_after_demo:
+                console.print("Ctrl-C stops all processes.")
+                while True:
+                    fleet.check()
+                    time.sleep(0.5)
         except ChildExited as exc:
             console.print(f"[red]apa-fleet run:[/red] {exc}", highlight=False, soft_wrap=True)
             code = 1
@@ -141,6 +141,8 @@ def run(
             code = 1
         except (KeyboardInterrupt, StopRequested):
             console.print("stopping all processes ...")
+            code = 0  # a requested stop is a clean exit
         finally:
-            fleet.stop()
+            with signals_ignored():
+                fleet.stop()
     raise typer.Exit(code)
