@@ -13,7 +13,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 def readme_variables() -> set[str]:
     text = README.read_text()
     table = text[text.index("| variable | default | meaning |"):]
-    rows = [line for line in table.splitlines()[2:]]
+    rows = table.splitlines()[2:]
     rows = rows[: next(i for i, line in enumerate(rows) if not line.startswith("|"))]
     return {name for row in rows for name in re.findall(r"`(APA_[A-Z0-9_]+)`", row.split("|")[1])}
 
