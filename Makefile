@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test clean
+.PHONY: install run demo test shell clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -rs -p no:cacheprovider $(PYTEST_ARGS)
+
+# A shell with the virtualenv's bin first on PATH, so `apa-fleet` works as typed in the README.
+shell: $(STAMP)
+	@echo "apa-fleet is on PATH in this shell; type exit to leave."
+	@VIRTUAL_ENV="$(CURDIR)/$(VENV)" PATH="$(CURDIR)/$(BIN):$$PATH" $${SHELL:-/bin/sh} -i
 
 clean:
 	rm -rf $(VENV) var

@@ -2,7 +2,7 @@
 
 `create_app(settings)` wires the dependencies (SQLAlchemy session factory, object store, Celery
 app for publishing by task name) once and includes one router per area. Nothing here imports
-torch or transformers: the gateway stays small and starts fast. OpenAPI UI at `/docs`.
+torch or transformers: the gateway stays small and starts fast. OpenAPI UI at `/docs` (local assets, api_gateway/docs.py).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from api_gateway.contract import document_refusals
 from api_gateway.deps import Services
 from api_gateway.edge import EdgeMiddleware
 from api_gateway.error_handlers import install_error_handlers
+from api_gateway.docs import install_docs
 from api_gateway.metrics import GatewayMetrics, MetricsMiddleware
 from api_gateway.routes import courses, health, learners, submissions, training
 from fleet.settings import Settings, get_settings
@@ -85,6 +86,8 @@ def create_app(
         version="0.1.0",
         summary="Pronunciation assessment for learning platforms: signed submissions in, scores out.",
         lifespan=lifespan,
+        docs_url=None,  # served by api_gateway.docs from local files (works offline)
+        redoc_url=None,
     )
     app.state.services = services
     app.state.metrics = GatewayMetrics(services)
@@ -97,6 +100,7 @@ def create_app(
     app.include_router(learners.router)
     app.include_router(courses.router)
     app.include_router(training.router)
+    install_docs(app)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -83,6 +83,9 @@ def create_api_key(
     """Returns the stored key and the plaintext, which is never stored and cannot be shown again."""
     if role is Role.lms and tenant is None:
         raise AccountError("an lms key belongs to a tenant: pass --tenant")
+    if role is Role.teacher and tenant is None:
+        # Teachers read their tenant's courses only: a key without one could never read anything.
+        raise AccountError("a teacher key belongs to a tenant: pass --tenant")
     if role is Role.teacher and not courses:
         raise AccountError("a teacher key needs its course scope: pass --course at least once")
     if role is not Role.teacher and courses:

@@ -59,6 +59,11 @@ def make_celery(settings: Settings) -> Celery:
             "control_folder": str(folder / "control"),
             "store_processed": False,
         }
+        # kombu's own filesystem transport lets a consumer read a message file while it is being
+        # written (JSONDecodeError, lost message); fleet.fs_broker writes atomically.
+        from fleet.fs_broker import TRANSPORT_PATH
+
+        app.conf.broker_transport = TRANSPORT_PATH
     elif scheme in ("redis", "rediss"):
         transport_options = {"visibility_timeout": settings.redis_visibility_timeout_s}
     hard_limit = min(900, settings.redis_visibility_timeout_s - 60)

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BROKER_SCHEMES = {"redis", "rediss", "amqp", "amqps", "pyamqp", "filesystem", "memory", "sqla+sqlite"}
@@ -76,9 +76,21 @@ class Settings(BaseSettings):
     # this lets the embedded mode and tests post to http://127.0.0.1 (loopback only, nothing else).
     callback_allow_loopback_http: bool = False
 
-    gateway_host: str = "127.0.0.1"
-    gateway_port: int = 8000
-    public_base_url: str = "http://127.0.0.1:8000"
+    gateway_host: str = Field(default="127.0.0.1", description="Interface the gateway binds.")
+    gateway_port: int = Field(default=8000, description="Port the gateway binds.")
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8000",
+        description="How clients (and the demo) reach the gateway; unset = from host and port.",
+    )
+
+    @model_validator(mode="after")
+    def _default_public_base_url(self) -> Settings:
+        # Changing only APA_GATEWAY_PORT must not leave the demo and `run` knocking on port 8000.
+        if "public_base_url" not in self.model_fields_set:
+            host = "127.0.0.1" if self.gateway_host in ("0.0.0.0", "::", "") else self.gateway_host
+            host = f"[{host}]" if ":" in host else host
+            self.public_base_url = f"http://{host}:{self.gateway_port}"
+        return self
 
     @field_validator("database_url")
     @classmethod

@@ -23,19 +23,29 @@ def sessions() -> sessionmaker[Session]:
     """A session factory on a reachable database (one clear error otherwise)."""
     from db.engine import make_engine, make_session_factory
 
+    from fleet.cli.schema import require_schema
+
     cfg = settings()
     try:
-        check_database(cfg)
+        require_schema(cfg)
     except ConfigError as exc:
         fail(exc)
     return make_session_factory(make_engine(cfg.effective_database_url))
 
 
-def checked_settings() -> Settings:
-    """Settings whose database and object store answer (one clear error and exit 2 otherwise)."""
+def checked_settings(*, schema: bool = False) -> Settings:
+    """Settings whose database and object store answer (one clear error and exit 2 otherwise).
+
+    `schema=True` also requires the latest migration (without creating an empty SQLite file).
+    """
+    from fleet.cli.schema import require_schema
+
     cfg = settings()
     try:
-        check_database(cfg)
+        if schema:
+            require_schema(cfg)
+        else:
+            check_database(cfg)
         check_storage(cfg)
     except ConfigError as exc:
         fail(exc)

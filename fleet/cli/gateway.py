@@ -6,7 +6,9 @@ from typing import Annotated
 
 import typer
 
+from fleet.checks import ConfigError, fail
 from fleet.cli.context import checked_settings
+from fleet.cli.ports import check_port_free
 
 
 def gateway(
@@ -15,7 +17,12 @@ def gateway(
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Run the HTTP gateway: signed LMS submissions in, score history out (no torch in this process)."""
-    cfg = checked_settings()
+    cfg = checked_settings(schema=True)
+    try:  # one line naming the setting, not uvicorn's traceback
+        check_port_free(host or cfg.gateway_host, port or cfg.gateway_port,
+                        how_to_change="--port" if port else "APA_GATEWAY_PORT")
+    except ConfigError as exc:
+        fail(exc)
     import uvicorn
 
     from api_gateway.app import create_app

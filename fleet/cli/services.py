@@ -9,17 +9,21 @@ mode needs.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
+import warnings
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from fleet.checks import ConfigError, fail
 from fleet.cli.context import checked_settings, settings
+from fleet.cli.ports import check_port_free
+from fleet.cli.schema import shown_url
+from fleet.cli.supervise import ChildExited, StopRequested, Supervisor, signals_ignored, stop_on_signals
+from fleet.settings import Settings
 
 console = Console()
 
@@ -31,7 +35,7 @@ def worker(
     loglevel: str = "INFO",
 ) -> None:
     """Run a Celery worker on the given queues."""
-    checked_settings()
+    checked_settings(schema=True)
     names = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = set(names) - {"score", "deliver", "train"}
     if unknown:
@@ -41,7 +45,13 @@ def worker(
         concurrency = 1
     if "score" in names:
         os.environ["APA_WORKER_PRELOAD_MODEL"] = "1"
+    from celery.exceptions import SecurityWarning
+
     from workers.celery_app import app
+
+    # Celery's multi-line warning about running as root (usual in containers) is aimed at pickle;
+    # this app accepts JSON only, so a newcomer would read it as an error for nothing.
+    warnings.filterwarnings("ignore", category=SecurityWarning)
 
     argv = ["worker", "-Q", ",".join(names), "-c", str(concurrency), "-l", loglevel, "--without-gossip",
             "--without-mingle", "-n", f"{'-'.join(names)}@%h.{os.getpid()}"]
@@ -71,51 +81,90 @@ def beat(
     make_celery(cfg).Beat(schedule=str(schedule), loglevel=loglevel).run()
 
 
-def _spawn(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "fleet.cli.main", *args], env=os.environ.copy())
+
+def _child_argv(args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "fleet.cli.main", *args]
+
+
+def _announce_state(cfg: Settings) -> None:
+    """Say where the embedded state lives: a newcomer should know which folder holds their data."""
+    from fleet.queue import broker_folder
+
+    parts = [f"database {shown_url(cfg.effective_database_url)}"]
+    if cfg.storage_backend == "local":
+        parts.append(f"objects {cfg.effective_storage_root}")
+    if cfg.broker_url.startswith("filesystem:"):
+        parts.append(f"broker {broker_folder(cfg)}")
+    console.print(f"state in {cfg.var_dir.resolve()} (APA_VAR_DIR): " + ", ".join(parts), highlight=False,
+                  soft_wrap=True)
+
+
+def _wait_gateway(base_url: str, fleet: Supervisor, timeout_s: float) -> None:
+    """Until the gateway answers /healthz; stops early if any child dies meanwhile."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        fleet.check()
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"the gateway at {base_url} (APA_PUBLIC_BASE_URL) did not answer within {timeout_s:.0f}s")
 
 
 def run(
     demo: Annotated[bool, typer.Option(help="Submit the demo recordings once everything is up.")] = True,
     exit_after_demo: Annotated[bool, typer.Option(help="Stop everything after the demo (for scripts).")] = False,
 ) -> None:
-    """Gateway, score worker, delivery worker + beat and training worker together, on this machine."""
+    """Gateway, score worker, delivery worker + beat and training worker together, on this machine.
+
+    Stops all of them on Ctrl-C, SIGTERM or SIGHUP; if one of them dies, stops the rest and exits 1.
+    """
     from fleet.migrate import upgrade
 
+    cfg = settings()
+    try:  # first, so a taken port costs a second instead of a start-up timeout
+        check_port_free(cfg.gateway_host, cfg.gateway_port)
+    except ConfigError as exc:
+        fail(exc)
     cfg = checked_settings()
+    _announce_state(cfg)
     upgrade(cfg.effective_database_url)
-    procs = [
-        _spawn(["gateway"]),
-        _spawn(["worker", "--queues", "score"]),
-        _spawn(["worker", "--queues", "deliver", "--beat"]),
-        _spawn(["worker", "--queues", "train"]),
-    ]
+    fleet = Supervisor()
     code = 0
-    try:
-        from fleet.cli.demo import run_demo, wait_ready
+    with stop_on_signals():
+        try:
+            fleet.start("gateway", _child_argv(["gateway"]))
+            fleet.start("score worker", _child_argv(["worker", "--queues", "score"]))
+            fleet.start("deliver worker", _child_argv(["worker", "--queues", "deliver", "--beat"]))
+            fleet.start("train worker", _child_argv(["worker", "--queues", "train"]))
+            _wait_gateway(cfg.public_base_url, fleet, timeout_s=120)
+            console.print(f"[green]apa-fleet is up[/green]: gateway {cfg.public_base_url} (docs at /docs)")
+            if cfg.uses_tiny_model:
+                console.print("[yellow]Scoring with the tiny random model: its scores mean nothing. "
+                              "Set APA_MODEL_PATH to Qwen2-Audio weights for real scores.[/yellow]")
+            if demo:
+                from fleet.cli.demo import run_demo
 
-        wait_ready(cfg.public_base_url, timeout_s=120)
-        console.print(f"[green]apa-fleet is up[/green]: gateway {cfg.public_base_url} (docs at /docs)")
-        if cfg.uses_tiny_model:
-            console.print("[yellow]Scoring with the tiny random model: its scores mean nothing. "
-                          "Set APA_MODEL_PATH to Qwen2-Audio weights for real scores.[/yellow]")
-        if demo:
-            code = run_demo(cfg)
-        if exit_after_demo:
-            return
-        console.print("Ctrl-C stops all processes.")
-        while all(p.poll() is None for p in procs):
-            time.sleep(1)
-        code = 1
-    except KeyboardInterrupt:
-        pass
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+                code = run_demo(cfg, check=fleet.check)
+            if not exit_after_demo:
+                console.print("Ctrl-C stops all processes.")
+                while True:
+                    fleet.check()
+                    time.sleep(0.5)
+        except ChildExited as exc:
+            console.print(f"[red]apa-fleet run:[/red] {exc}", highlight=False, soft_wrap=True)
+            code = 1
+        except TimeoutError as exc:
+            console.print(f"[red]apa-fleet run:[/red] {exc}", highlight=False, soft_wrap=True)
+            code = 1
+        except (KeyboardInterrupt, StopRequested):
+            console.print("stopping all processes ...")
+            code = 0  # a requested stop is a clean exit
+        finally:
+            with signals_ignored():
+                fleet.stop()
     raise typer.Exit(code)
