@@ -106,6 +106,9 @@ def test_worker_probe_answers_for_its_own_node_only(broker: redis.Redis, tmp_pat
     [deliver] = [d for d in of_kind("Deployment") if d["metadata"]["name"] == "apa-deliver-worker"]
     [container] = containers(deliver)
     env = _env(tmp_path)
+    # As the manifests do: the migrations Job runs before any worker (workers refuse an old schema).
+    subprocess.run([sys.executable, "-m", "cli.main", "db", "upgrade"], env=env, cwd=tmp_path, check=True,
+                   capture_output=True, timeout=120)
     proc = subprocess.Popen([sys.executable, "-m", "cli.main", *container["args"][1:]], env=env,
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
