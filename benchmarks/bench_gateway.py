@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from db.accounts import create_api_key, create_tenant  # noqa: E402
 from db.engine import make_engine, make_session_factory, session_scope  # noqa: E402
 from db.models import Role, Submission, SubmissionStatus  # noqa: E402
-from fleet.migrate import upgrade  # noqa: E402
+from migrations.runner import upgrade  # noqa: E402
 from tests.conftest import SAMPLE_DIR, free_port, wait_for_port  # noqa: E402
 from tests.helpers_webhooks import signed_headers  # noqa: E402
 
@@ -92,7 +92,7 @@ def main() -> None:
                APA_STORAGE_BACKEND="s3", APA_S3_ENDPOINT_URL=s3_url, APA_S3_ACCESS_KEY_ID="t", APA_S3_SECRET_ACCESS_KEY="t",
                APA_BUCKET="bench", APA_VAR_DIR=str(var), HF_HUB_OFFLINE="1")
     logs = open(var.with_suffix(".log"), "w")
-    gateway = subprocess.Popen([sys.executable, "-m", "fleet.cli.main", "gateway", "--port", str(port),
+    gateway = subprocess.Popen([sys.executable, "-m", "cli.main", "gateway", "--port", str(port),
                                 "--log-level", "warning"], env=env, stdout=logs, stderr=logs)
     base = f"http://127.0.0.1:{port}"
     worker = None
@@ -145,7 +145,7 @@ def main() -> None:
             s.execute(text("UPDATE submissions SET status='failed', error_code='bench_skipped' WHERE status='queued'"))
             s.commit()
         redis.Redis(db=args.redis_db).flushdb()
-        worker = subprocess.Popen([sys.executable, "-m", "fleet.cli.main", "worker", "--queues", "score"],
+        worker = subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "--queues", "score"],
                                   env=env, stdout=logs, stderr=logs)
         post(body_for(20_000))
         time.sleep(15)  # model load in the worker child

@@ -1,1 +1,1 @@
-"""Alembic environment and versions; `apa-fleet db upgrade` runs them (see fleet/migrate.py)."""
+"""Alembic environment and versions; `apa-fleet db upgrade` runs them (see migrations/runner.py)."""

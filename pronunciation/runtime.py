@@ -56,7 +56,8 @@ class ScoringOutput:
     model_is_tiny: bool
 
 
-def _resolve_device(device: str):
+def resolve_device(device: str = "auto"):
+    """`auto` is CUDA when present, else CPU; shared by scoring and training so both agree."""
     import torch
 
     if device == "auto":
@@ -110,7 +111,7 @@ class ScoringModel:
 
         if adapter_version is not None and adapter_path is None:
             raise ValueError("adapter_version given without adapter_path")
-        dev = _resolve_device(device)
+        dev = resolve_device(device)
         torch_dtype = _resolve_dtype(dtype, dev)
         model_path = str(model_path)
         tiny = is_tiny_model(model_path)

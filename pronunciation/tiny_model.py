@@ -208,6 +208,15 @@ def is_tiny_model(path: str | os.PathLike) -> bool:
     return (Path(path) / TINY_MARKER).is_file()
 
 
+def ensure_model_files(path: str, *, tiny: bool) -> str:
+    """The model path, ready to load: the embedded mode builds the tiny model on first use (workers,
+    training and the CLI all go through here, so they build it the same way)."""
+    if tiny and not (Path(path) / "config.json").exists():
+        log.warning("building the tiny Qwen2-Audio at %s (random weights: its scores mean nothing)", path)
+        build_tiny_model(path)
+    return path
+
+
 def build_tiny_model(path: str | os.PathLike, seed: int = 0) -> Path:
     """Build (once) a tiny random Qwen2-Audio + processor at `path` and return the path.
 

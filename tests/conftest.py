@@ -86,7 +86,7 @@ def database_url(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def migrated_url(database_url: str) -> str:
-    from fleet.migrate import upgrade
+    from migrations.runner import upgrade
 
     upgrade(database_url)
     return database_url
@@ -150,7 +150,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 def run_cli(args: list[str], env: dict[str, str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "fleet.cli.main", *args],
+        [sys.executable, "-m", "cli.main", *args],
         env=env, capture_output=True, text=True, timeout=120, cwd=ROOT,
     )
     if check and proc.returncode != 0:

@@ -124,7 +124,7 @@ def make_pg_database(pg_server: str) -> tuple[str, callable]:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
-    from fleet.migrate import upgrade
+    from migrations.runner import upgrade
 
     name = f"apa_train_{uuid.uuid4().hex[:12]}"
     admin = create_engine(pg_server, isolation_level="AUTOCOMMIT")

@@ -17,10 +17,8 @@ On Postgres a session-level advisory lock, held on its own connection for the wh
 sure one job runs in one place; the lock dies with the process, which is also how the sweep tells
 a crashed `running` job (lock free) from a live one. SQLite (embedded mode) has one worker.
 
-Trigger helpers `create_job` and `maybe_trigger` import no torch (the CLI and the beat use them;
-the gateway writes its job rows through `db.training`); the database allows one queued/running
-job per engine, so concurrent triggers cannot create duplicates. The training modules are
-imported inside `run_training_job`.
+Triggers live in `training_jobs.triggers`, the lock in `training_jobs.lease`, the row writer in
+`training_jobs.recorder`; the training modules (torch) are imported inside `run_training_job`.
 """
 
 from __future__ import annotations
@@ -29,214 +27,32 @@ import logging
 import resource
 import shutil
 import time
-import traceback
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, func, select, text, update
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from db.engine import session_scope
-from db.models import DEFAULT_ENGINE, Adapter, AnnotationBatch, BatchStatus, JobStatus, TrainingJob
-from db.training import add_job_row, pending_job
+from db.models import Adapter, AnnotationBatch, JobStatus, TrainingJob
 from fleet.settings import Settings
 from fleet.storage import ObjectStore, StorageUnavailable
 from training_jobs.config import TrainingDefaults, resolve_params
+from training_jobs.lease import job_lock
+from training_jobs.recorder import JobRecorder
 
 log = logging.getLogger(__name__)
 
-LOG_MAX_CHARS = 64_000
 ProgressFn = Callable[[int, int, float, float], None]
 
 
 class TrainingError(RuntimeError):
     """A job that cannot succeed as configured (no data, one speaker, ...): fails without retry."""
-
-
-# -- triggers (no torch) ----------------------------------------------------------------------
-
-
-class JobPending(RuntimeError):
-    """The engine already has a queued or running job (the database allows one)."""
-
-    def __init__(self, job: TrainingJob | None) -> None:
-        self.job_id = job.id if job is not None else None
-        what = f"training job {job.id} is {job.status.value}" if job is not None else "a training job is pending"
-        super().__init__(f"{what}; one queued/running job per engine")
-
-
-def create_job(session: Session, trigger: str, params: dict[str, Any] | None = None,
-               defaults: TrainingDefaults | None = None, *, engine: str = DEFAULT_ENGINE) -> TrainingJob:
-    """A queued job; params are checked now (ParamsError names a bad key). Raises JobPending when
-    the engine already has a queued/running job. The caller commits and then publishes TRAIN_TASK."""
-    resolve_params(defaults or TrainingDefaults(), params)
-    job = add_job_row(session, trigger, dict(params or {}), engine)
-    if job is None:
-        raise JobPending(pending_job(session, engine))
-    return job
-
-
-def unused_accepted_items(session: Session) -> int:
-    """Accepted utterances in batches that no successful job has used yet."""
-    return int(session.scalar(
-        select(func.coalesce(func.sum(AnnotationBatch.n_accepted), 0)).where(
-            AnnotationBatch.status.in_([BatchStatus.accepted, BatchStatus.partial]),
-            AnnotationBatch.used_by_job_id.is_(None),
-        )
-    ) or 0)
-
-
-def maybe_trigger(session: Session, settings: TrainingDefaults, *, engine: str = DEFAULT_ENGINE) -> TrainingJob | None:
-    """Create a `threshold` job when enough new accepted utterances wait and no job is pending.
-
-    The check below is only a shortcut: the database's one-pending-job-per-engine index decides
-    when two triggers (gateway, beat, validation tasks) race, and the loser gets None."""
-    if pending_job(session, engine) is not None:
-        return None
-    n = unused_accepted_items(session)
-    if n < settings.trigger_threshold:
-        return None
-    # A threshold job that failed on the same data would fail again: wait for a new batch.
-    last_failed = session.scalar(
-        select(func.max(TrainingJob.created_at)).where(TrainingJob.trigger == "threshold",
-                                                       TrainingJob.status == JobStatus.failed)
-    )
-    newest_batch = session.scalar(
-        select(func.max(AnnotationBatch.validated_at)).where(
-            AnnotationBatch.status.in_([BatchStatus.accepted, BatchStatus.partial]))
-    )
-    if last_failed is not None and newest_batch is not None and newest_batch <= last_failed:
-        log.warning("not re-triggering: the last threshold job failed and no batch was accepted since")
-        return None
-    resolve_params(settings, {})
-    job = add_job_row(session, "threshold", {}, engine)
-    if job is None:
-        return None
-    log.info("%d new accepted utterances >= %d: created training job %s", n, settings.trigger_threshold, job.id)
-    return job
-
-
-# -- one run at a time ------------------------------------------------------------------------
-
-
-def _lock_key(job_id: uuid.UUID) -> int:
-    return int.from_bytes(job_id.bytes[:8], "big", signed=True)
-
-
-class JobLease:
-    """The right to run one job. Truthy when held. `check()` raises OperationalError once the
-    connection that holds the Postgres advisory lock is gone (failover, idle timeout): the lock
-    went with it and another worker may already run the job, so this run must stop (the job stays
-    `running` and is resumed from its checkpoint by whoever holds the lock)."""
-
-    def __init__(self, held: bool, conn=None) -> None:
-        self.held = held
-        self._conn = conn
-
-    def __bool__(self) -> bool:
-        return self.held
-
-    def check(self) -> None:
-        if self._conn is not None:
-            self._conn.execute(text("SELECT 1"))
-            self._conn.commit()
-
-
-@contextmanager
-def job_lock(engine: Engine, job_id: uuid.UUID) -> Iterator[JobLease]:
-    """Yields a held lease when this process may run the job (Postgres advisory lock; always
-    held elsewhere: the embedded SQLite mode runs one training process)."""
-    if engine.dialect.name != "postgresql":
-        yield JobLease(True)
-        return
-    key = _lock_key(job_id)
-    conn = engine.connect()
-    got = False
-    try:
-        got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
-        conn.commit()
-        yield JobLease(got, conn if got else None)
-    finally:
-        try:
-            if got:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                conn.commit()
-        except SQLAlchemyError:  # the connection died: the lock died with it
-            conn.invalidate()
-        finally:
-            conn.close()
-
-
-def lock_is_free(engine: Engine, job_id: uuid.UUID) -> bool:
-    """True when no live process runs this job (Postgres). SQLite cannot tell, so it answers False."""
-    if engine.dialect.name != "postgresql":
-        return False
-    with job_lock(engine, job_id) as lease:
-        return lease.held
-
-
-def jobs_to_wake(session: Session, defaults: TrainingDefaults) -> list[uuid.UUID]:
-    """Jobs whose message may be lost: queued for too long, or `running` with nobody holding the lock."""
-    cutoff = datetime.now(timezone.utc) - timedelta(seconds=defaults.stuck_queued_after_s)
-    queued = session.scalars(
-        select(TrainingJob.id).where(TrainingJob.status == JobStatus.queued, TrainingJob.created_at < cutoff)
-    ).all()
-    running = session.scalars(select(TrainingJob.id).where(TrainingJob.status == JobStatus.running)).all()
-    engine = session.get_bind()
-    return list(queued) + [j for j in running if lock_is_free(engine, j)]
-
-
-# -- the job row ----------------------------------------------------------------------------
-
-
-class JobRecorder:
-    """Writes progress, log lines and results to the job row, each in its own short transaction."""
-
-    def __init__(self, sessions: sessionmaker[Session], job_id: uuid.UUID, *, interval_s: float = 2.0,
-                 on_log: Callable[[str], None] | None = None, lease: JobLease | None = None) -> None:
-        self.lease = lease
-        self.sessions = sessions
-        self.job_id = job_id
-        self.interval_s = interval_s
-        self.on_log = on_log
-        self._last_progress = 0.0
-
-    def update(self, log_line: str | None = None, **fields: Any) -> None:
-        if self.lease is not None:  # every progress write proves the run still holds the job
-            self.lease.check()
-        with session_scope(self.sessions) as s:
-            job = s.get(TrainingJob, self.job_id)
-            for k, v in fields.items():
-                setattr(job, k, v)
-            if log_line is not None:
-                stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-                job.log = ((job.log or "") + f"{stamp} {log_line}\n")[-LOG_MAX_CHARS:]
-        if log_line is not None:
-            log.info("job %s: %s", self.job_id, log_line)
-            if self.on_log is not None:
-                self.on_log(log_line)
-
-    def log(self, line: str) -> None:
-        self.update(line)
-
-    def progress(self, step: int, total: int, epoch: float, loss: float) -> None:
-        now = time.monotonic()
-        if step < total and now - self._last_progress < self.interval_s:
-            return
-        self._last_progress = now
-        self.update(step=step, total_steps=total, epoch=round(epoch, 4), latest_loss=float(loss))
-
-    def fail(self, exc: BaseException) -> None:
-        what = f"{type(exc).__name__}: {exc}"
-        where = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-3:]).strip()
-        log.error("job %s failed: %s\n%s", self.job_id, what, where)
-        self.update(f"failed: {what}", status=JobStatus.failed, error=what[:4000], finished_at=datetime.now(timezone.utc))
 
 
 # -- the job --------------------------------------------------------------------------------
@@ -254,16 +70,6 @@ class JobOutcome:
 def job_prefix(store: ObjectStore, settings: Settings, job_id: uuid.UUID) -> str:
     return store.service_uri(settings.bucket, f"training/{job_id}")
 
-
-def model_files(settings: Settings) -> str:
-    """The base model path; the embedded mode builds the tiny model on first use (as workers do)."""
-    path = settings.effective_model_path
-    if settings.uses_tiny_model and not (Path(path) / "config.json").exists():
-        from pronunciation.tiny_model import build_tiny_model
-
-        log.warning("building the tiny Qwen2-Audio at %s (random weights: its scores mean nothing)", path)
-        build_tiny_model(path)
-    return path
 
 
 def run_training_job(
@@ -333,6 +139,8 @@ def _run(job_id: uuid.UUID, snap: dict, settings: Settings, sessions: sessionmak
          defaults: TrainingDefaults, rec: JobRecorder, progress: ProgressFn | None) -> JobOutcome:
     import torch
 
+    from pronunciation.runtime import resolve_device
+    from pronunciation.tiny_model import ensure_model_files
     from training_jobs import evaluate, loop, sft, simpo
     from training_jobs.dataset import cap_items, load_examples, split_by_speaker, usable_batches
     from training_jobs.registry import (
@@ -350,7 +158,7 @@ def _run(job_id: uuid.UUID, snap: dict, settings: Settings, sessions: sessionmak
     prefix = job_prefix(store, settings, job_id)
     workdir = (settings.var_dir / "training" / str(job_id)).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    device = sft.resolve_device(settings.device)
+    device = resolve_device(settings.device)
     if device.type == "cpu" and defaults.cpu_threads:
         torch.set_num_threads(defaults.cpu_threads)
     torch.manual_seed(params.seed)  # LoRA init: the same job starts from the same weights
@@ -377,7 +185,7 @@ def _run(job_id: uuid.UUID, snap: dict, settings: Settings, sessions: sessionmak
     )
 
     # 2. model and stages
-    model_path = model_files(settings)
+    model_path = ensure_model_files(settings.effective_model_path, tiny=settings.uses_tiny_model)
     model, processor = sft.load_trainable_model(model_path, device)
     encoder = sft.ExampleEncoder(processor, params.granularity, defaults.encode_cache_items)
     stages = [sft.sft_stage(model, encoder, split.train, device, epochs=params.epochs, lr=params.lr,

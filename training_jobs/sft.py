@@ -33,11 +33,6 @@ from training_jobs.loop import Stage
 log = logging.getLogger(__name__)
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
 
 def load_trainable_model(model_path: str, device: torch.device, *, lora_config=None, dtype: torch.dtype | None = None):
     """(PeftModel with fresh LoRA weights, processor). Seed torch first for a reproducible init.

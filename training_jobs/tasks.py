@@ -60,7 +60,7 @@ def train_task(job_id: str) -> dict:
           soft_time_limit=_DEFAULTS.task_time_limit_s - 60)
 def validate_batch_task(batch_id: str) -> dict:
     from training_jobs.batches import validate_registered
-    from training_jobs.job import maybe_trigger
+    from training_jobs.triggers import maybe_trigger
 
     settings = get_settings()
     defaults = TrainingDefaults()
@@ -85,7 +85,7 @@ def validate_batch_task(batch_id: str) -> dict:
 @app.task(name=DISCOVER_BATCHES_TASK)
 def discover_task(root_prefix: str | None = None) -> dict:
     from training_jobs.batches import discover_batches, stalled_validations
-    from training_jobs.job import jobs_to_wake, maybe_trigger
+    from training_jobs.triggers import jobs_to_wake, maybe_trigger
 
     settings = get_settings()
     defaults = TrainingDefaults()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -24,16 +23,6 @@ from fleet.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
-
-def ensure_model_files(settings: Settings) -> str:
-    """The configured model path; in the embedded mode the tiny model is built on first use."""
-    path = settings.effective_model_path
-    if settings.uses_tiny_model and not (Path(path) / "config.json").exists():
-        from pronunciation.tiny_model import build_tiny_model
-
-        log.warning("building the tiny Qwen2-Audio at %s (random weights: its scores mean nothing)", path)
-        build_tiny_model(path)
-    return path
 
 
 class ModelPool:
@@ -52,8 +41,10 @@ class ModelPool:
         with self._lock:
             if self._model is None:
                 from pronunciation.runtime import ScoringModel
+                from pronunciation.tiny_model import ensure_model_files
 
-                self._model = ScoringModel.load(ensure_model_files(self.settings), device=self.settings.device)
+                path = ensure_model_files(self.settings.effective_model_path, tiny=self.settings.uses_tiny_model)
+                self._model = ScoringModel.load(path, device=self.settings.device)
             return self._model
 
     def active_adapter(self) -> tuple[str, str] | None:

@@ -52,7 +52,7 @@ def workload_containers() -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
 
 @lru_cache(maxsize=1)
 def _cli() -> Any:
-    from fleet.cli.main import app
+    from cli.main import app
 
     return typer.main.get_command(app)
 

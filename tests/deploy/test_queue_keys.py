@@ -61,7 +61,7 @@ def test_beat_command_sends_the_periodic_tasks(broker: redis.Redis, tmp_path: Pa
     schedule = tmp_path / "beat" / "celerybeat-schedule"
     argv = [a if a != str(params["schedule_file"]) else str(schedule) for a in argv]
     env = _env(tmp_path, APA_SWEEP_INTERVAL_S="0.5", APA_DELIVER_POLL_INTERVAL_S="0.5")
-    proc = subprocess.Popen([sys.executable, "-m", "fleet.cli.main", *argv[1:]], env=env, cwd=tmp_path,
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", *argv[1:]], env=env, cwd=tmp_path,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         sent: set[str] = set()
@@ -106,7 +106,10 @@ def test_worker_probe_answers_for_its_own_node_only(broker: redis.Redis, tmp_pat
     [deliver] = [d for d in of_kind("Deployment") if d["metadata"]["name"] == "apa-deliver-worker"]
     [container] = containers(deliver)
     env = _env(tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "fleet.cli.main", *container["args"][1:]], env=env,
+    # As the manifests do: the migrations Job runs before any worker (workers refuse an old schema).
+    subprocess.run([sys.executable, "-m", "cli.main", "db", "upgrade"], env=env, cwd=tmp_path, check=True,
+                   capture_output=True, timeout=120)
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", *container["args"][1:]], env=env,
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None

@@ -25,7 +25,7 @@ from standardwebhooks import Webhook
 from db.accounts import create_api_key, create_tenant
 from db.engine import make_engine, make_session_factory, session_scope
 from db.models import Role, Submission, SubmissionStatus
-from fleet.migrate import upgrade
+from migrations.runner import upgrade
 from tests.conftest import ROOT, SAMPLE_DIR, free_port, wait_for_port
 from tests.helpers_webhooks import signed_headers
 
@@ -95,7 +95,7 @@ class Fleet:
 
     def start(self, name: str, args: list[str]) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "fleet.cli.main", *args], env=self.env, cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "cli.main", *args], env=self.env, cwd=ROOT,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.procs[name] = proc
         return proc

@@ -19,7 +19,7 @@ def test_run_on_embedded_defaults_scores_the_demo(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("APA_")}
     env.update({"APA_GATEWAY_PORT": str(port), "APA_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
                 "HF_HUB_OFFLINE": "1", "COLUMNS": "80"})  # a newcomer's terminal
-    proc = subprocess.run([sys.executable, "-m", "fleet.cli.main", "run", "--exit-after-demo"], cwd=tmp_path,
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "run", "--exit-after-demo"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]

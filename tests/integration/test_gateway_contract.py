@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from fleet.migrate import upgrade
+from migrations.runner import upgrade
 from tests.helpers_webhooks import signed_headers
 from tests.integration.gateway_support import Gateway, make_gateway
 

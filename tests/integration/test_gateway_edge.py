@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from api_gateway.routes.learners import encode_cursor
-from fleet.migrate import upgrade
+from migrations.runner import upgrade
 from tests.integration.gateway_support import T0, Gateway, add_scored, make_gateway
 
 REDIS_DB = int(os.environ.get("APA_TEST_REDIS_URL", "redis://127.0.0.1:6379/12").rsplit("/", 1)[1])

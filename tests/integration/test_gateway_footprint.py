@@ -19,7 +19,7 @@ import httpx
 from db.accounts import create_api_key, create_tenant
 from db.engine import make_engine, make_session_factory, session_scope
 from db.models import Role
-from fleet.migrate import upgrade
+from migrations.runner import upgrade
 from fleet.storage import ObjectStore
 from fleet.settings import Settings
 from tests.conftest import ROOT, free_port, wait_for_port
@@ -76,7 +76,7 @@ def test_gateway_peak_rss_stays_under_150_mib(pg_database: str, s3_server: str, 
                APA_S3_ACCESS_KEY_ID="test", APA_S3_SECRET_ACCESS_KEY="test", APA_BUCKET=s3_bucket)
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fleet.cli.main", "gateway", "--host", "127.0.0.1", "--port", str(port),
+        [sys.executable, "-m", "cli.main", "gateway", "--host", "127.0.0.1", "--port", str(port),
          "--log-level", "warning"],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )

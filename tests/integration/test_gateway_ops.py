@@ -19,7 +19,7 @@ from kombu import Connection, Exchange, Queue
 
 from api_gateway.app import create_app
 from fleet.broker import ping_broker, queue_depth
-from fleet.migrate import upgrade
+from migrations.runner import upgrade
 from fleet.queue import make_celery
 from fleet.settings import Settings
 from tests.conftest import ROOT, free_port, run_cli, wait_for_port
@@ -117,7 +117,7 @@ def test_cli_runs_the_gateway(cli_env: dict[str, str]) -> None:
     run_cli(["db", "upgrade"], cli_env)
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fleet.cli.main", "gateway", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "cli.main", "gateway", "--host", "127.0.0.1", "--port", str(port)],
         env=cli_env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:

@@ -20,7 +20,7 @@ from fleet.broker import queue_depth
 from db.accounts import create_api_key, create_tenant
 from db.engine import make_engine, make_session_factory, session_scope
 from db.models import Role, SubmissionStatus
-from fleet.migrate import upgrade
+from migrations.runner import upgrade
 from fleet.settings import Settings
 from fleet.storage import ObjectStore
 from tests.conftest import free_port

@@ -8,7 +8,7 @@ from sqlalchemy import inspect
 
 from db.engine import make_engine
 from db.models import Base
-from fleet.migrate import downgrade, upgrade
+from migrations.runner import downgrade, upgrade
 from tests.conftest import run_cli
 
 

@@ -14,7 +14,7 @@ from db.accounts import create_api_key, create_tenant
 from db.engine import make_engine, make_session_factory, session_scope
 from db.models import Role
 from fleet.checks import ConfigError, check_storage
-from fleet.migrate import upgrade
+from migrations.runner import upgrade
 from fleet.settings import Settings
 from fleet.storage import AccessDenied, ObjectStore, StorageNotConfigured
 from tests.conftest import run_cli

@@ -13,10 +13,28 @@ from sqlalchemy import select
 from db.engine import session_scope
 from db.models import AnnotationBatch, BatchStatus, JobStatus, TrainingJob
 from tests.conftest import SAMPLE_DIR
-from tests.training_support import make_pg_database, pick_clips, so_entry, training_defaults, write_batch
-from training_jobs.batches import discover_batches, register_batch, stalled_validations, validate_registered
+from tests.training_support import (
+    make_pg_database,
+    pick_clips,
+    so_entry,
+    training_defaults,
+    write_batch,
+)
+from training_jobs.batches import (
+    discover_batches,
+    register_batch,
+    stalled_validations,
+    validate_registered,
+)
 from training_jobs.config import ParamsError
-from training_jobs.job import JobPending, create_job, job_lock, jobs_to_wake, maybe_trigger, unused_accepted_items
+from training_jobs.lease import job_lock
+from training_jobs.triggers import (
+    JobPending,
+    create_job,
+    jobs_to_wake,
+    maybe_trigger,
+    unused_accepted_items,
+)
 
 
 @pytest.fixture
@@ -189,7 +207,7 @@ def test_a_lost_lock_connection_ends_the_lease(sessions) -> None:
     from sqlalchemy import text
     from sqlalchemy.exc import OperationalError
 
-    from training_jobs.job import JobRecorder
+    from training_jobs.recorder import JobRecorder
 
     with session_scope(sessions) as s:
         job = create_job(s, "manual", {}, training_defaults())

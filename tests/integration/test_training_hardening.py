@@ -175,7 +175,7 @@ def test_the_database_refuses_a_second_pending_job_per_engine(pg_sessions) -> No
 
 def test_concurrent_threshold_triggers_create_one_job(pg_sessions, s3_store, s3_bucket) -> None:  # noqa: F811
     """The gateway's and the beat's triggers at the same moment: both checked, both inserted."""
-    from training_jobs.job import maybe_trigger
+    from training_jobs.triggers import maybe_trigger
 
     with session_scope(pg_sessions) as s:
         s.add(AnnotationBatch(uri="s3://b/x/", name="x", status=BatchStatus.accepted, n_items=20, n_accepted=20))

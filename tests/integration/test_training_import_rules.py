@@ -49,7 +49,7 @@ from api_gateway.app import create_app
 from db.accounts import create_api_key
 from db.engine import make_engine, make_session_factory, session_scope
 from db.models import Adapter, AdapterStatus, Role
-from fleet.migrate import upgrade
+from migrations.runner import upgrade
 from fleet.settings import Settings
 
 settings = Settings(var_dir={var!r})

@@ -33,7 +33,8 @@ from tests.training_support import (
     write_batch,
 )
 from training_jobs.batches import register_batch
-from training_jobs.job import create_job, run_training_job
+from training_jobs.triggers import create_job
+from training_jobs.job import run_training_job
 
 PARAMS = {
     "granularity": "sentence_fluency", "headline_aspects": ["sentence.fluency"], "epochs": 12, "lr": 5e-3,

@@ -28,7 +28,7 @@ from tests.training_support import (  # noqa: F401
     write_batch,
 )
 from training_jobs.batches import register_batch
-from training_jobs.job import create_job
+from training_jobs.triggers import create_job
 
 PARAMS = {"granularity": "sentence_fluency", "headline_aspects": ["sentence.fluency"], "epochs": 4, "lr": 5e-3,
           "grad_accum": 1, "checkpoint_every": 3, "simpo": True, "simpo_epochs": 1, "heldout_fraction": 0.25}
@@ -53,7 +53,7 @@ def test_sigkilled_job_resumes_from_its_checkpoint(pg_url, tmp_path, tiny_model_
         "APA_MODEL_PATH": str(tiny_model_path), "APA_DEVICE": "cpu", "APA_TRAIN_CPU_THREADS": "1",
         "APA_TRAIN_PROGRESS_INTERVAL_S": "0.1", "HF_HUB_OFFLINE": "1", "COLUMNS": "120",
     })
-    proc = subprocess.Popen([sys.executable, "-m", "fleet.cli.main", "train", "--job", str(job_id)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "train", "--job", str(job_id)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     killed_at = None
     deadline = time.monotonic() + 240

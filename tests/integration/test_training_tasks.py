@@ -52,7 +52,7 @@ def test_discovery_publishes_and_the_train_task_runs(pg_url, tmp_path, tiny_mode
         "APA_TRAIN_TRIGGER_THRESHOLD": "5", "APA_TRAIN_EPOCHS": "1", "APA_TRAIN_CPU_THREADS": "1",
         "APA_TRAIN_HELDOUT_FRACTION": "0.3", "HF_HUB_OFFLINE": "1",
     })
-    from fleet.migrate import upgrade
+    from migrations.runner import upgrade
 
     upgrade(pg_url)
     proc = subprocess.run([sys.executable, "-c", SCRIPT.format(root=root)], cwd=ROOT, env=env, capture_output=True,

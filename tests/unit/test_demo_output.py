@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from fleet.cli.demo import DemoClip, _print_results
+from cli.demo import DemoClip, _print_results
 from fleet.settings import Settings
 
 

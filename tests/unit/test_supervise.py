@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from fleet.cli.supervise import ChildExited, Supervisor
+from cli.supervise import ChildExited, Supervisor
 from tests.proc_tree import alive
 
 # A child that starts a grandchild in its process group and reports the grandchild's pid.

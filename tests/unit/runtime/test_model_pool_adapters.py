@@ -11,7 +11,7 @@ import torch
 
 from db.adapters import activate
 from db.engine import make_engine, make_session_factory, session_scope
-from fleet.migrate import upgrade
+from migrations.runner import upgrade
 from fleet.settings import Settings
 from fleet.storage import ObjectStore
 

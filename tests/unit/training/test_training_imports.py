@@ -12,8 +12,8 @@ def test_light_modules_do_not_import_torch() -> None:
     code = (
         "import sys\n"
         "import training_jobs.config, training_jobs.annotations, training_jobs.batches, training_jobs.dataset\n"
-        "import training_jobs.registry, training_jobs.job, training_jobs.report, fleet.cli.train\n"
-        "from training_jobs.job import create_job, maybe_trigger\n"
+        "import training_jobs.registry, training_jobs.job, training_jobs.report, cli.train\n"
+        "from training_jobs.triggers import create_job, maybe_trigger\n"
         "from training_jobs.registry import activate, list_adapters, rollback, gate\n"
         "heavy = [m for m in ('torch', 'transformers', 'peft', 'matplotlib') if m in sys.modules]\n"
         "assert not heavy, heavy\n"

@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from fleet.cli.context import checked_settings, sessions
+from cli.context import checked_settings, sessions
 
 console = Console()
 
@@ -32,7 +32,7 @@ def train(
     from db.engine import session_scope
     from fleet.storage import ObjectStore
     from training_jobs.config import ParamsError, TrainingDefaults
-    from training_jobs.job import JobPending, create_job
+    from training_jobs.triggers import JobPending, create_job
 
     cfg = checked_settings()
     factory = sessions()

@@ -38,7 +38,7 @@ def require_schema(settings: Settings) -> None:
     from alembic.script import ScriptDirectory
 
     from db.engine import make_engine
-    from fleet.migrate import alembic_config
+    from migrations.runner import alembic_config
 
     url = settings.effective_database_url
     where = f"{shown_url(url)} (APA_DATABASE_URL; APA_VAR_DIR={settings.var_dir})"

@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 
 from fleet.checks import ConfigError, check_database, fail
-from fleet.cli.context import settings
+from cli.context import settings
 
 console = Console()
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -24,7 +24,7 @@ def _checked_url() -> str:
 @db_app.command("upgrade")
 def upgrade(revision: str = "head") -> None:
     """Apply migrations up to REVISION (default: the latest)."""
-    from fleet.migrate import upgrade as run_upgrade
+    from migrations.runner import upgrade as run_upgrade
 
     url = _checked_url()
     run_upgrade(url, revision)
@@ -34,7 +34,7 @@ def upgrade(revision: str = "head") -> None:
 @db_app.command("downgrade")
 def downgrade(revision: str) -> None:
     """Revert migrations down to REVISION (`base` empties the schema)."""
-    from fleet.migrate import downgrade as run_downgrade
+    from migrations.runner import downgrade as run_downgrade
 
     run_downgrade(_checked_url(), revision)
     console.print(f"database at {revision}")

@@ -11,7 +11,7 @@ from rich.table import Table
 from db.accounts import AccountError, create_api_key, create_tenant, get_tenant, revoke_api_key
 from db.engine import session_scope
 from db.models import ApiKey, Role, Tenant
-from fleet.cli.context import sessions
+from cli.context import sessions
 
 console = Console()
 tenants_app = typer.Typer(help="LMS integrations (tenants).", no_args_is_help=True)
@@ -31,7 +31,7 @@ def tenants_create(
 ) -> None:
     """Create a tenant and print its webhook signing secret (shown once)."""
     from fleet.callback_policy import CallbackRefused, check_callback_url
-    from fleet.cli.context import settings
+    from cli.context import settings
 
     if callback_url is not None:  # its origin is the only one this tenant's callbacks may go to
         try:

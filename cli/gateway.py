@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from fleet.checks import ConfigError, fail
-from fleet.cli.context import checked_settings
-from fleet.cli.ports import check_port_free
+from cli.context import checked_settings
+from cli.ports import check_port_free
 
 
 def gateway(

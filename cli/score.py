@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fleet.cli.context import settings
+from cli.context import settings
 
 console = Console()
 
@@ -34,7 +34,7 @@ def score(
     from pronunciation.lexicon import build_reference
     from pronunciation.runtime import ScoringModel
     from pronunciation.schema import Granularity
-    from workers.model_pool import ensure_model_files
+    from pronunciation.tiny_model import ensure_model_files
 
     cfg = settings()
     try:
@@ -48,7 +48,7 @@ def score(
     except PronunciationInputError as exc:
         console.print(f"[red]error ({exc.code}):[/red] {exc.message}")
         raise typer.Exit(1) from None
-    model = ScoringModel.load(ensure_model_files(cfg), device=cfg.device)
+    model = ScoringModel.load(ensure_model_files(cfg.effective_model_path, tiny=cfg.uses_tiny_model), device=cfg.device)
     if adapter is not None:
         model.load_adapter(str(adapter), adapter.name, activate=True)
     result = assess(model, [AssessmentRequest(samples, reference, mode)])[0]

@@ -23,7 +23,7 @@ def sessions() -> sessionmaker[Session]:
     """A session factory on a reachable database (one clear error otherwise)."""
     from db.engine import make_engine, make_session_factory
 
-    from fleet.cli.schema import require_schema
+    from cli.schema import require_schema
 
     cfg = settings()
     try:
@@ -38,7 +38,7 @@ def checked_settings(*, schema: bool = False) -> Settings:
 
     `schema=True` also requires the latest migration (without creating an empty SQLite file).
     """
-    from fleet.cli.schema import require_schema
+    from cli.schema import require_schema
 
     cfg = settings()
     try:

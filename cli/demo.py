@@ -255,7 +255,7 @@ def demo(
     """Submit the demo recordings to a running gateway (APA_PUBLIC_BASE_URL) and print the scores."""
     import typer
 
-    from fleet.cli.context import settings
+    from cli.context import settings
 
     cfg = settings()
     try:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from fleet.cli.accounts import keys_app, tenants_app
-from fleet.cli.database import db_app
-from fleet.cli.gateway import gateway
-from fleet.cli.demo import demo
-from fleet.cli.score import score
-from fleet.cli.services import beat, run, worker
-from fleet.cli.train import train
+from cli.accounts import keys_app, tenants_app
+from cli.database import db_app
+from cli.gateway import gateway
+from cli.demo import demo
+from cli.score import score
+from cli.services import beat, run, worker
+from cli.train import train
 
 app = typer.Typer(help="apa-fleet: pronunciation assessment for learning platforms.", no_args_is_help=True)
 app.add_typer(db_app, name="db")

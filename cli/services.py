@@ -19,10 +19,10 @@ import typer
 from rich.console import Console
 
 from fleet.checks import ConfigError, fail
-from fleet.cli.context import checked_settings, settings
-from fleet.cli.ports import check_port_free
-from fleet.cli.schema import shown_url
-from fleet.cli.supervise import ChildExited, StopRequested, Supervisor, signals_ignored, stop_on_signals
+from cli.context import checked_settings, settings
+from cli.ports import check_port_free
+from cli.schema import shown_url
+from cli.supervise import ChildExited, StopRequested, Supervisor, signals_ignored, stop_on_signals
 from fleet.settings import Settings
 
 console = Console()
@@ -83,7 +83,7 @@ def beat(
 
 
 def _child_argv(args: list[str]) -> list[str]:
-    return [sys.executable, "-m", "fleet.cli.main", *args]
+    return [sys.executable, "-m", "cli.main", *args]
 
 
 def _announce_state(cfg: Settings) -> None:
@@ -123,7 +123,7 @@ def run(
 
     Stops all of them on Ctrl-C, SIGTERM or SIGHUP; if one of them dies, stops the rest and exits 1.
     """
-    from fleet.migrate import upgrade
+    from migrations.runner import upgrade
 
     cfg = settings()
     try:  # first, so a taken port costs a second instead of a start-up timeout
@@ -147,7 +147,7 @@ def run(
                 console.print("[yellow]Scoring with the tiny random model: its scores mean nothing. "
                               "Set APA_MODEL_PATH to Qwen2-Audio weights for real scores.[/yellow]")
             if demo:
-                from fleet.cli.demo import run_demo
+                from cli.demo import run_demo
 
                 code = run_demo(cfg, check=fleet.check)
             if not exit_after_demo:
