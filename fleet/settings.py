@@ -55,11 +55,30 @@ class Settings(BaseSettings):
     min_audio_seconds: float = 0.3
     max_reference_words: int = 60
     max_attempts: int = 5
-    # The sweeper: a queued row older than this lost its message (broker flushed): publish again.
+    # The sweeper: a queued row due for longer than this lost its message (broker flushed): publish again.
     republish_after_s: float = 300
-    # A running row older than this lost its worker; keep it above the hard task time limit.
+    # Fallback for running rows without a lease (claimed before leases existed); keep it above
+    # the hard task time limit. Rows with a lease return when the lease expires.
     stuck_after_s: float = 960
-    sweep_interval_s: float = 30.0
+    # A claim's lease: the worker refreshes it every lease_s/3 while the round runs, so a dead
+    # worker's rows return after at most lease_s + sweep_interval_s.
+    lease_s: float = 30.0
+    sweep_interval_s: float = 15.0
+    # The shared retry policy for transient faults (fleet/retry.py): backoff base and cap, and how
+    # long work may keep failing before it is dead-lettered (`retry_window_exhausted`).
+    retry_base_s: float = 2.0
+    retry_cap_s: float = 300.0
+    retry_max_age_s: float = 3600.0
+    delivery_retry_max_age_s: float = 21600.0
+    # Worker liveness: pool children beat every worker_heartbeat_s (a file under heartbeat_dir and
+    # a database row); a child is unhealthy when its last beat is older than worker_stale_after_s,
+    # it failed to load its model, or it is still loading after worker_load_timeout_s.
+    worker_heartbeat_s: float = 10.0
+    worker_stale_after_s: float = 30.0
+    worker_load_timeout_s: float = 600.0
+    # Celery kills a pool child that has not signalled "up" within this time (its default is 4 s).
+    worker_proc_alive_timeout_s: float = 60.0
+    heartbeat_dir: Path = Field(default=Path(""), description="Heartbeat files; empty = var_dir/heartbeats.")
     deliver_poll_interval_s: float = 10.0
     discover_interval_s: float = 300.0
     score_batch_size: int = 8
@@ -99,6 +118,18 @@ class Settings(BaseSettings):
     @property
     def effective_storage_root(self) -> Path:
         return (Path(self.storage_root) if str(self.storage_root) not in ("", ".") else self.var_dir / "objects").resolve()
+
+    @property
+    def effective_heartbeat_dir(self) -> Path:
+        return (Path(self.heartbeat_dir) if str(self.heartbeat_dir) not in ("", ".") else self.var_dir / "heartbeats").resolve()
+
+    def retry_policy(self, *, delivery: bool = False):
+        """The shared retry policy with this configuration (delivery has a longer window: an LMS
+        can be down for hours and still wants its results)."""
+        from fleet.retry import RetryPolicy
+
+        return RetryPolicy(base_s=self.retry_base_s, cap_s=self.retry_cap_s,
+                           max_age_s=self.delivery_retry_max_age_s if delivery else self.retry_max_age_s)
 
     @property
     def effective_model_path(self) -> str:

@@ -4,7 +4,8 @@ The outbox row is written in the same transaction as the scores, so a result is 
 without its callback queued. Each send takes a short lease on the row (a conditional UPDATE) so two
 workers never post the same delivery at once; the Standard Webhooks id is the delivery id, stable
 across retries, so the LMS can de-duplicate. 2xx ends it; 4xx other than 408/429 stops it (the
-LMS refused it for good); anything else backs off with jitter up to a limit.
+LMS refused it for good); anything else backs off by the shared retry policy (fleet/retry.py) and
+is dead-lettered once it has kept failing past the policy's window (`retry_window_exhausted`).
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from sqlalchemy.orm import Session
 from standardwebhooks import Webhook
 
 from db.models import Delivery, DeliveryStatus, Tenant, utcnow
-from workers.persist import backoff_s
+from fleet.retry import RetryPolicy
 
 LEASE_S = 60
-MAX_DELIVERY_ATTEMPTS = 10
+DEFAULT_POLICY = RetryPolicy(max_age_s=6 * 3600)
 RETRYABLE_4XX = {408, 429}
 
 
@@ -51,8 +52,10 @@ def _lease(session: Session, delivery_id: uuid.UUID) -> bool:
     return res.rowcount == 1
 
 
-def deliver(session: Session, delivery_id: uuid.UUID, http: httpx.Client) -> float | None:
-    """Try one delivery; returns seconds until the next try, or None when it is finished."""
+def deliver(session: Session, delivery_id: uuid.UUID, http: httpx.Client,
+            policy: RetryPolicy = DEFAULT_POLICY) -> float | None:
+    """Try one delivery; returns seconds until the next try, or None when it is finished.
+    `attempts` is the row's transient-failure count and `created_at` starts its retry window."""
     if not _lease(session, delivery_id):
         return None
     delivery = session.get(Delivery, delivery_id)
@@ -82,13 +85,21 @@ def deliver(session: Session, delivery_id: uuid.UUID, http: httpx.Client) -> flo
         delivery.delivered_at = utcnow()
     elif status_code is not None and 400 <= status_code < 500 and status_code not in RETRYABLE_4XX:
         delivery.status = DeliveryStatus.failed
-    elif delivery.attempts >= MAX_DELIVERY_ATTEMPTS:
-        delivery.status = DeliveryStatus.failed
     else:
-        retry_in = backoff_s(delivery.attempts)
-        delivery.next_attempt_at = utcnow() + timedelta(seconds=retry_in)
+        decision = policy.after_failure(delivery.attempts - 1, _aware(delivery.created_at), utcnow())
+        if decision.give_up:
+            delivery.status = DeliveryStatus.failed
+            delivery.last_error = f"{decision.message}; last: {error}"
+        else:
+            retry_in = decision.delay_s
+            delivery.next_attempt_at = decision.next_attempt_at
     session.commit()
     return retry_in
+
+
+def _aware(ts: datetime) -> datetime:
+    """SQLite returns naive datetimes for timezone-aware columns; they are UTC."""
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=timezone.utc)
 
 
 def due_deliveries(session: Session, limit: int = 100) -> list[uuid.UUID]:

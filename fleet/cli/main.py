@@ -9,7 +9,7 @@ from fleet.cli.database import db_app
 from fleet.cli.gateway import gateway
 from fleet.cli.demo import demo
 from fleet.cli.score import score
-from fleet.cli.services import run, worker
+from fleet.cli.services import run, worker, worker_health
 from fleet.cli.train import train
 
 app = typer.Typer(help="apa-fleet: pronunciation assessment for learning platforms.", no_args_is_help=True)
@@ -19,6 +19,7 @@ app.add_typer(keys_app, name="keys")
 app.command("gateway")(gateway)
 app.command()(score)
 app.command()(worker)
+app.command("worker-health")(worker_health)
 app.command()(run)
 app.command()(demo)
 app.command()(train)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -39,10 +40,13 @@ def worker(
         concurrency = 1
     if "score" in names:
         os.environ["APA_WORKER_PRELOAD_MODEL"] = "1"
+    node = f"{'-'.join(names)}@{socket.gethostname()}.{os.getpid()}"
+    os.environ["APA_WORKER_NAME"] = node  # the pool children name their heartbeats with it
+    os.environ["APA_WORKER_QUEUES"] = ",".join(names)
     from workers.celery_app import app
 
     argv = ["worker", "-Q", ",".join(names), "-c", str(concurrency), "-l", loglevel, "--without-gossip",
-            "--without-mingle", "-n", f"{'-'.join(names)}@%h.{os.getpid()}"]
+            "--without-mingle", "-n", node]
     if beat:
         schedule = settings().var_dir.resolve() / "celerybeat-schedule"
         schedule.parent.mkdir(parents=True, exist_ok=True)
@@ -98,3 +102,29 @@ def run(
             except subprocess.TimeoutExpired:
                 p.kill()
     raise typer.Exit(code)
+
+
+def worker_health(
+    queues: Annotated[str, typer.Option(help="Only the workers on exactly these queues (comma-separated).")] = "",
+) -> None:
+    """Liveness probe for a worker pod: exit 0 when a pool process of this machine's worker is
+    healthy (fresh heartbeat, model loaded or still loading within APA_WORKER_LOAD_TIMEOUT_S),
+    1 otherwise. Reads only local heartbeat files, so a database outage does not restart workers."""
+    from datetime import datetime, timezone
+
+    from fleet.worker_health import judge, read_beat_files
+
+    cfg = settings()
+    folder = cfg.effective_heartbeat_dir
+    wanted = ",".join(q.strip() for q in queues.split(",") if q.strip()) or None
+    beats = read_beat_files(folder, wanted)
+    if not beats:
+        console.print(f"unhealthy: no worker heartbeat in {folder}" + (f" for queues {wanted}" if wanted else ""))
+        raise typer.Exit(1)
+    now = datetime.now(timezone.utc)
+    healthy = False
+    for beat in beats:
+        ok, reason = judge(beat, now, stale_after_s=cfg.worker_stale_after_s, load_timeout_s=cfg.worker_load_timeout_s)
+        healthy |= ok
+        console.print(f"{beat.id} [{beat.queues}] pid {beat.pid}: {'healthy' if ok else 'unhealthy'}: {reason}")
+    raise typer.Exit(0 if healthy else 1)
