@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 RETRY_WINDOW_EXHAUSTED = "retry_window_exhausted"
+
+
+def as_utc(ts: datetime) -> datetime:
+    """SQLite hands back naive datetimes for timezone-aware columns; they are UTC."""
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,7 @@ class RetryPolicy:
         """The decision after one more transient failure of work that had `failures_before` of them,
         failing since `failing_since` (None: this is the first)."""
         failures = failures_before + 1
-        since = failing_since or now
+        since = as_utc(failing_since) if failing_since is not None else now
         age = (now - since).total_seconds()
         if age >= self.max_age_s:
             return RetryDecision(True, failures, since, message=(

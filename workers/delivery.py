@@ -86,7 +86,7 @@ def deliver(session: Session, delivery_id: uuid.UUID, http: httpx.Client,
     elif status_code is not None and 400 <= status_code < 500 and status_code not in RETRYABLE_4XX:
         delivery.status = DeliveryStatus.failed
     else:
-        decision = policy.after_failure(delivery.attempts - 1, _aware(delivery.created_at), utcnow())
+        decision = policy.after_failure(delivery.attempts - 1, delivery.created_at, utcnow())
         if decision.give_up:
             delivery.status = DeliveryStatus.failed
             delivery.last_error = f"{decision.message}; last: {error}"
@@ -95,11 +95,6 @@ def deliver(session: Session, delivery_id: uuid.UUID, http: httpx.Client,
             delivery.next_attempt_at = decision.next_attempt_at
     session.commit()
     return retry_in
-
-
-def _aware(ts: datetime) -> datetime:
-    """SQLite returns naive datetimes for timezone-aware columns; they are UTC."""
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=timezone.utc)
 
 
 def due_deliveries(session: Session, limit: int = 100) -> list[uuid.UUID]:

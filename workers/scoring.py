@@ -15,8 +15,6 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-
 from sqlalchemy import select
 
 from sqlalchemy.exc import DataError
@@ -30,7 +28,7 @@ from pronunciation.errors import PronunciationInputError
 from pronunciation.lexicon import build_reference
 from pronunciation.schema import Granularity
 from db.models import Submission, SubmissionStatus, utcnow
-from fleet.retry import RetryPolicy
+from fleet.retry import RetryPolicy, as_utc
 from workers.claim import Claim, claim_batch
 from workers.lease import LeaseKeeper
 from workers.persist import mark_failed, release, save_scores
@@ -99,10 +97,7 @@ def _not_yet_due(sessions: sessionmaker[Session], sub_id: uuid.UUID) -> tuple[uu
         row = s.execute(select(Submission.status, Submission.next_attempt_at).where(Submission.id == sub_id)).first()
     if row is None or row.status != SubmissionStatus.queued or row.next_attempt_at is None:
         return None
-    due_at = row.next_attempt_at
-    if due_at.tzinfo is None:  # SQLite returns naive datetimes; they are UTC
-        due_at = due_at.replace(tzinfo=timezone.utc)
-    wait = (due_at - utcnow()).total_seconds()
+    wait = (as_utc(row.next_attempt_at) - utcnow()).total_seconds()
     return (sub_id, wait) if wait > 0 else None
 
 
