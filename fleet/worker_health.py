@@ -46,7 +46,7 @@ def judge(beat: Beat, now: datetime, *, stale_after_s: float, load_timeout_s: fl
         loading = (now - _aware(beat.started_at)).total_seconds()
         if loading <= load_timeout_s:
             return True, f"starting ({loading:.0f} s)"
-        return False, f"still loading its model after {loading:.0f} s"
+        return False, f"still loading its model after {loading:.0f} s" + (f" ({beat.detail})" if beat.detail else "")
     return False, f"{beat.state}: {beat.detail or 'no detail'}"
 
 

@@ -29,8 +29,20 @@ class Heartbeat:
         self.path: Path = beat_file(settings.effective_heartbeat_dir, queues, index)
         self.started_at = utcnow()
         self.state, self.detail = STARTING, None
+        self._inherit_failed_start()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _inherit_failed_start(self) -> None:
+        """A replacement child of the same worker whose previous child never became ready keeps
+        the first child's start time: a child that dies loading, again and again, must not look
+        like a fresh start each time (its worker fails the check after the load timeout)."""
+        from fleet.worker_health import READY, read_beat_files
+
+        for prev in read_beat_files(self.path.parent):
+            if prev.id == self.id and prev.state != READY:
+                self.started_at = prev.started_at
+                self.detail = f"replacement child; the previous one ended {prev.state}: {prev.detail or '-'}"[:2000]
 
     @property
     def id(self) -> str:
