@@ -119,12 +119,12 @@ def worker_health(
     wanted = ",".join(q.strip() for q in queues.split(",") if q.strip()) or None
     beats = read_beat_files(folder, wanted)
     if not beats:
-        console.print(f"unhealthy: no worker heartbeat in {folder}" + (f" for queues {wanted}" if wanted else ""))
+        typer.echo(f"unhealthy: no worker heartbeat in {folder}" + (f" for queues {wanted}" if wanted else ""))
         raise typer.Exit(1)
     now = datetime.now(timezone.utc)
     healthy = False
     for beat in beats:
         ok, reason = judge(beat, now, stale_after_s=cfg.worker_stale_after_s, load_timeout_s=cfg.worker_load_timeout_s)
         healthy |= ok
-        console.print(f"{beat.id} [{beat.queues}] pid {beat.pid}: {'healthy' if ok else 'unhealthy'}: {reason}")
+        typer.echo(f"{beat.id} [{beat.queues}] pid {beat.pid}: {'healthy' if ok else 'unhealthy'}: {reason}")
     raise typer.Exit(0 if healthy else 1)
