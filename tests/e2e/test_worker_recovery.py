@@ -77,5 +77,6 @@ def test_worker_whose_child_cannot_start_is_reported_unhealthy(fleet_factory, tm
     assert score and all(v.startswith("score: unhealthy") for v in score), body
     assert deliver and all(v.startswith("deliver: ok") for v in deliver), body
     metrics = httpx.get(f"{fleet.base_url}/metrics", timeout=10).text.splitlines()
-    assert 'apa_workers{health="unhealthy",queues="score"} 1.0' in metrics, [m for m in metrics if "apa_workers" in m]
+    assert 'apa_workers{health="unhealthy",queues="score"} 1.0' in metrics, [
+        m for m in metrics if "apa_workers" in m]
     assert 'apa_workers{health="healthy",queues="deliver"} 1.0' in metrics
