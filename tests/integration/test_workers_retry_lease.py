@@ -48,8 +48,9 @@ def rows(session_factory):
 @pytest.fixture
 def outage(tmp_path):
     """Settings and an S3 store whose endpoint is down (nothing listens on the port)."""
-    settings = Settings(var_dir=tmp_path / "var", score_batch_size=8, max_attempts=3, retry_base_s=2.0,
-                        retry_cap_s=300.0, retry_max_age_s=3600.0)
+    # base 10 s: the first waits (5-10 s) outlast a slow round on a busy machine
+    settings = Settings(var_dir=tmp_path / "var", score_batch_size=8, max_attempts=3, retry_base_s=10.0,
+                        retry_cap_s=3000.0, retry_max_age_s=3600.0)
     store = ObjectStore(tmp_path, endpoint_url=f"http://127.0.0.1:{free_port()}", access_key_id="a",
                         secret_access_key="b", connect_timeout_s=0.2, max_attempts=1)
     return settings, store
@@ -75,7 +76,7 @@ def test_outage_backs_off_per_row_without_multiplying_messages(session_factory, 
     # is handed on to when its row is due (one in, at most one out).
     early = score_round(ids[3], settings=settings, sessions=session_factory, store=store, pool=pool)
     assert early.retry == {} and early.scored == [] and early.wake_up is not None
-    assert early.wake_up[0] == ids[3] and 0 < early.wake_up[1] <= 2.0
+    assert early.wake_up[0] == ids[3] and 0 < early.wake_up[1] <= 10.0
     with session_factory() as s:
         assert claim_batch(s, ids[5], 8) == []
 
@@ -89,8 +90,8 @@ def test_outage_backs_off_per_row_without_multiplying_messages(session_factory, 
         row = _get(session_factory, ids[0])
         assert row.transient_failures == n and row.attempts == 0
         waits.append(r.retry[ids[0]])
-    assert all(2.0 * 2 ** (n - 1) / 2 <= w for n, w in enumerate(waits, start=2)), waits
-    assert waits[-1] >= 128.0  # far past the old 8 s ceiling
+    assert all(10.0 * 2 ** (n - 1) / 2 <= w <= 10.0 * 2 ** (n - 1) for n, w in enumerate(waits, start=2)), waits
+    assert waits[-1] >= 640.0  # far past the old 8 s ceiling
 
     # Failing for longer than the window: dead-lettered with the policy's code, not retried.
     with session_scope(session_factory) as s:
