@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BROKER_SCHEMES = {"redis", "rediss", "amqp", "amqps", "pyamqp", "filesystem", "memory", "sqla+sqlite"}
@@ -110,6 +110,17 @@ class Settings(BaseSettings):
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise ValueError(f"not an http(s) URL: {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _check_retry_timing(self) -> Settings:
+        # A countdown message waits unacknowledged in Redis; past the visibility timeout Redis
+        # hands it out again, so every retry wait must stay below it (DESIGN.md, Celery rules).
+        if self.retry_cap_s >= self.redis_visibility_timeout_s:
+            raise ValueError(f"APA_RETRY_CAP_S ({self.retry_cap_s}) must be below APA_REDIS_VISIBILITY_TIMEOUT_S "
+                             f"({self.redis_visibility_timeout_s})")
+        if self.lease_s <= 0 or self.worker_heartbeat_s >= self.worker_stale_after_s:
+            raise ValueError("APA_LEASE_S must be positive and APA_WORKER_HEARTBEAT_S below APA_WORKER_STALE_AFTER_S")
+        return self
 
     @property
     def effective_database_url(self) -> str:

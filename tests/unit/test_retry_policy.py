@@ -40,3 +40,16 @@ def test_naive_timestamps_from_sqlite_count_as_utc() -> None:
     naive_start = (NOW - timedelta(seconds=61)).replace(tzinfo=None)
     assert policy.after_failure(3, naive_start, NOW).give_up
     assert not policy.after_failure(3, naive_start + timedelta(seconds=2), NOW).give_up
+
+
+def test_settings_keep_every_retry_wait_below_the_redis_visibility_timeout() -> None:
+    """A countdown message past Redis's visibility timeout would be handed out twice."""
+    import pytest
+    from pydantic import ValidationError
+
+    from fleet.settings import Settings
+
+    assert Settings(retry_cap_s=300).retry_policy().cap_s == 300
+    assert Settings().retry_policy(delivery=True).max_age_s == 21600
+    with pytest.raises(ValidationError, match="APA_RETRY_CAP_S"):
+        Settings(retry_cap_s=3600, redis_visibility_timeout_s=3600)
