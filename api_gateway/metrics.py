@@ -5,6 +5,7 @@ Series (one registry per app, so several apps in one process never collide):
   apa_http_request_duration_seconds{method, route, status}  histogram
   apa_submissions{status}                                   gauge, counted in the database per scrape
   apa_queue_depth{queue}                                    gauge, messages waiting in the broker
+  apa_workers{queues, health}                               gauge, worker pool processes by health (heartbeats)
   apa_metrics_collect_errors{source}                        gauge, 1 when a source could not be read
 
 `route` is the route template (`/v1/submissions/{submission_id}`), never the raw path, so the
@@ -72,6 +73,26 @@ class StateCollector:
             log.warning("metrics: cannot read queue depth: %s", exc)
             errors.add_metric(["broker"], 1)
         yield depth
+
+        workers = GaugeMetricFamily("apa_workers", "Worker pool processes by health, from their heartbeats",
+                                    labels=["queues", "health"])
+        try:
+            from api_gateway.worker_status import worker_statuses
+
+            with self.services.sessions() as session:
+                statuses = worker_statuses(session, self.services.settings)
+            counts: dict[tuple[str, str], int] = {}
+            for w in statuses:
+                for health in ("healthy", "unhealthy"):
+                    counts.setdefault((w.queues, health), 0)
+                counts[(w.queues, "healthy" if w.healthy else "unhealthy")] += 1
+            for (queues, health), n in sorted(counts.items()):
+                workers.add_metric([queues, health], n)
+            errors.add_metric(["workers"], 0)
+        except Exception as exc:
+            log.warning("metrics: cannot read worker heartbeats: %s", exc)
+            errors.add_metric(["workers"], 1)
+        yield workers
         yield errors
 
 

@@ -9,7 +9,7 @@ from cli.database import db_app
 from cli.gateway import gateway
 from cli.demo import demo
 from cli.score import score
-from cli.services import beat, run, worker
+from cli.services import beat, run, worker, worker_health
 from cli.train import train
 
 app = typer.Typer(help="apa-fleet: pronunciation assessment for learning platforms.", no_args_is_help=True)
@@ -20,6 +20,7 @@ app.command("gateway")(gateway)
 app.command()(score)
 app.command()(worker)
 app.command()(beat)
+app.command("worker-health")(worker_health)
 app.command()(run)
 app.command()(demo)
 app.command()(train)

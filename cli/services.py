@@ -9,10 +9,11 @@ mode needs.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
-from pathlib import Path
 import warnings
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -45,6 +46,9 @@ def worker(
         concurrency = 1
     if "score" in names:
         os.environ["APA_WORKER_PRELOAD_MODEL"] = "1"
+    node = f"{'-'.join(names)}@{socket.gethostname()}.{os.getpid()}"
+    os.environ["APA_WORKER_NAME"] = node  # the pool children name their heartbeats with it
+    os.environ["APA_WORKER_QUEUES"] = ",".join(names)
     from celery.exceptions import SecurityWarning
 
     from workers.celery_app import app
@@ -54,7 +58,7 @@ def worker(
     warnings.filterwarnings("ignore", category=SecurityWarning)
 
     argv = ["worker", "-Q", ",".join(names), "-c", str(concurrency), "-l", loglevel, "--without-gossip",
-            "--without-mingle", "-n", f"{'-'.join(names)}@%h.{os.getpid()}"]
+            "--without-mingle", "-n", node]
     if beat:
         schedule = settings().var_dir.resolve() / "celerybeat-schedule"
         schedule.parent.mkdir(parents=True, exist_ok=True)

@@ -151,6 +151,8 @@ class Submission(Base):
         Index("ix_submissions_course_recent", "tenant_id", "course_id", "created_at"),
         # The sweeper and the batch claimer: queued/running by age.
         Index("ix_submissions_status_age", "status", "updated_at"),
+        # The claimer takes only rows that are due (fleet/retry.py sets next_attempt_at).
+        Index("ix_submissions_status_due", "status", "next_attempt_at"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
@@ -172,6 +174,14 @@ class Submission(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
+    # The shared retry policy (fleet/retry.py): infrastructure faults (object store, database) do
+    # not use attempts; they count here and push the next claim back. NULL next_attempt_at = due.
+    transient_failures: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    failing_since: Mapped[datetime | None] = mapped_column(TS)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(TS)
+    # A running row's lease, refreshed by its worker's heartbeat while the model runs; the sweeper
+    # gives back rows whose lease expired (their worker died).
+    lease_expires_at: Mapped[datetime | None] = mapped_column(TS)
 
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(TS, default=utcnow, onupdate=utcnow)
@@ -269,6 +279,22 @@ class Delivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class WorkerHeartbeat(Base):
+    """The last heartbeat of one worker pool process, so the gateway can show workers whose
+    children cannot come up (it never imports the workers). `state`: starting | ready | failed."""
+
+    __tablename__ = "worker_heartbeats"
+
+    id: Mapped[str] = mapped_column(String(300), primary_key=True)  # "<node name>#<pool index>"
+    queues: Mapped[str] = mapped_column(String(100))
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(TS)
+    beat_at: Mapped[datetime] = mapped_column(TS, index=True)
 
 
 class AnnotationBatch(Base):

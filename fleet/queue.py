@@ -82,6 +82,10 @@ def make_celery(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         worker_hijack_root_logger=False,
+        # A pool child must only signal "up" after its initializer; the model now loads in the
+        # background (workers/celery_app.py), but start-up still imports and connects, and a
+        # parent that kills slow children kills every replacement forever (issue 8, defect 1).
+        worker_proc_alive_timeout=settings.worker_proc_alive_timeout_s,
         beat_schedule={
             "sweep-stuck-submissions": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_s},
             "deliver-due-callbacks": {"task": DELIVER_DUE_TASK, "schedule": settings.deliver_poll_interval_s},

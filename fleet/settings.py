@@ -63,11 +63,30 @@ class Settings(BaseSettings):
     min_audio_seconds: float = 0.3
     max_reference_words: int = 60
     max_attempts: int = 5
-    # The sweeper: a queued row older than this lost its message (broker flushed): publish again.
+    # The sweeper: a queued row due for longer than this lost its message (broker flushed): publish again.
     republish_after_s: float = 300
-    # A running row older than this lost its worker; keep it above the hard task time limit.
+    # Fallback for running rows without a lease (claimed before leases existed); keep it above
+    # the hard task time limit. Rows with a lease return when the lease expires.
     stuck_after_s: float = 960
-    sweep_interval_s: float = 30.0
+    # A claim's lease: the worker refreshes it every lease_s/3 while the round runs, so a dead
+    # worker's rows return after at most lease_s + sweep_interval_s.
+    lease_s: float = 30.0
+    sweep_interval_s: float = 15.0
+    # The shared retry policy for transient faults (fleet/retry.py): backoff base and cap, and how
+    # long work may keep failing before it is dead-lettered (`retry_window_exhausted`).
+    retry_base_s: float = 2.0
+    retry_cap_s: float = 300.0
+    retry_max_age_s: float = 3600.0
+    delivery_retry_max_age_s: float = 21600.0
+    # Worker liveness: pool children beat every worker_heartbeat_s (a file under heartbeat_dir and
+    # a database row); a child is unhealthy when its last beat is older than worker_stale_after_s,
+    # it failed to load its model, or it is still loading after worker_load_timeout_s.
+    worker_heartbeat_s: float = 10.0
+    worker_stale_after_s: float = 30.0
+    worker_load_timeout_s: float = 600.0
+    # Celery kills a pool child that has not signalled "up" within this time (its default is 4 s).
+    worker_proc_alive_timeout_s: float = 60.0
+    heartbeat_dir: Path = Field(default=Path(""), description="Heartbeat files; empty = var_dir/heartbeats.")
     deliver_poll_interval_s: float = 10.0
     discover_interval_s: float = 300.0
     score_batch_size: int = 8
@@ -116,6 +135,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"not an http(s) URL: {value!r}")
         return value
 
+    @model_validator(mode="after")
+    def _check_retry_timing(self) -> Settings:
+        # A countdown message waits unacknowledged in Redis; past the visibility timeout Redis
+        # hands it out again, so every retry wait must stay below it (DESIGN.md, Celery rules).
+        if self.retry_cap_s >= self.redis_visibility_timeout_s:
+            raise ValueError(f"APA_RETRY_CAP_S ({self.retry_cap_s}) must be below APA_REDIS_VISIBILITY_TIMEOUT_S "
+                             f"({self.redis_visibility_timeout_s})")
+        if self.lease_s <= 0 or self.worker_heartbeat_s >= self.worker_stale_after_s:
+            raise ValueError("APA_LEASE_S must be positive and APA_WORKER_HEARTBEAT_S below APA_WORKER_STALE_AFTER_S")
+        return self
+
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.var_dir / 'apa-fleet.db').resolve()}"
@@ -123,6 +153,18 @@ class Settings(BaseSettings):
     @property
     def effective_storage_root(self) -> Path:
         return (Path(self.storage_root) if str(self.storage_root) not in ("", ".") else self.var_dir / "objects").resolve()
+
+    @property
+    def effective_heartbeat_dir(self) -> Path:
+        return (Path(self.heartbeat_dir) if str(self.heartbeat_dir) not in ("", ".") else self.var_dir / "heartbeats").resolve()
+
+    def retry_policy(self, *, delivery: bool = False):
+        """The shared retry policy with this configuration (delivery has a longer window: an LMS
+        can be down for hours and still wants its results)."""
+        from fleet.retry import RetryPolicy
+
+        return RetryPolicy(base_s=self.retry_base_s, cap_s=self.retry_cap_s,
+                           max_age_s=self.delivery_retry_max_age_s if delivery else self.retry_max_age_s)
 
     @property
     def effective_model_path(self) -> str:

@@ -3,16 +3,18 @@
 A Celery message only names one submission. The worker claims that row plus up to B-1 other
 queued rows in one transaction (`FOR UPDATE SKIP LOCKED` on Postgres; SQLite serialises writers),
 so the GPU sees full batches while prefetch stays at 1 and acks stay per message. Messages whose
-row was already claimed find it `running` or done and end as no-ops.
+row was already claimed find it `running` or done and end as no-ops. Only rows that are due
+(`next_attempt_at` unset or past, see fleet/retry.py) are taken, and each claim carries a lease
+that the worker's heartbeat (workers/lease.py) keeps fresh while the model runs.
 """
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Submission, SubmissionStatus, utcnow
@@ -29,42 +31,53 @@ class Claim:
     reference_phones: list[list[str]] | None
     granularity: str
     tenant_id: uuid.UUID | None = None  # whose folder a local audio path lies in
+    transient_failures: int = 0
+    failing_since: datetime | None = None
 
 
-def _take(session: Session, ids: list[uuid.UUID], now: datetime) -> list[Claim]:
+def due(now: datetime) -> ColumnElement[bool]:
+    """Queued rows whose retry time has come (NULL means due at once)."""
+    return (Submission.status == SubmissionStatus.queued) & or_(
+        Submission.next_attempt_at.is_(None), Submission.next_attempt_at <= now)
+
+
+def _take(session: Session, ids: list[uuid.UUID], now: datetime, lease_s: float) -> list[Claim]:
     """Conditional UPDATE ... RETURNING: only rows still queued are ours; the attempt counter
     lives in the row because a redelivered message carries no count."""
     if not ids:
         return []
     rows = session.execute(
         update(Submission)
-        .where(Submission.id.in_(ids), Submission.status == SubmissionStatus.queued)
-        .values(status=SubmissionStatus.running, attempts=Submission.attempts + 1, started_at=now, updated_at=now)
+        .where(Submission.id.in_(ids), due(now))
+        .values(status=SubmissionStatus.running, attempts=Submission.attempts + 1, started_at=now, updated_at=now,
+                lease_expires_at=now + timedelta(seconds=lease_s))
         .returning(Submission.id, Submission.attempts, Submission.audio_uri, Submission.reference_text,
-                   Submission.reference_phones, Submission.granularity, Submission.tenant_id)
+                   Submission.reference_phones, Submission.granularity, Submission.tenant_id,
+                   Submission.transient_failures, Submission.failing_since)
         .execution_options(synchronize_session=False)
     ).all()
     return [Claim(*row) for row in rows]
 
 
-def claim_batch(session: Session, first_id: uuid.UUID, batch_size: int) -> list[Claim]:
-    """Claim `first_id` (if still queued) and up to batch_size-1 of the oldest other queued rows."""
+def claim_batch(session: Session, first_id: uuid.UUID, batch_size: int, *, lease_s: float = 30.0) -> list[Claim]:
+    """Claim `first_id` (if queued and due) and up to batch_size-1 of the oldest other due rows,
+    each with a lease of `lease_s` seconds."""
     now = utcnow()
     locking = session.get_bind().dialect.name == "postgresql"
-    first = select(Submission.id).where(Submission.id == first_id, Submission.status == SubmissionStatus.queued)
+    first = select(Submission.id).where(Submission.id == first_id, due(now))
     if locking:
         first = first.with_for_update(skip_locked=True)
     ids = list(session.scalars(first))
     if batch_size > 1:
         others = (
             select(Submission.id)
-            .where(Submission.status == SubmissionStatus.queued, Submission.id != first_id)
+            .where(due(now), Submission.id != first_id)
             .order_by(Submission.created_at)
             .limit(batch_size - len(ids))
         )
         if locking:
             others = others.with_for_update(skip_locked=True)
         ids += list(session.scalars(others))
-    claims = _take(session, ids, now)
+    claims = _take(session, ids, now, lease_s)
     session.commit()
     return sorted(claims, key=lambda c: (c.id != first_id, str(c.id)))

@@ -8,7 +8,8 @@ still holds that token; no transaction stays open across the HTTP call. Only htt
 tenant's registered origin are posted to, and never to internal addresses (fleet/callback_policy.py,
 workers/egress.py). The Standard Webhooks id is the delivery id, stable
 across retries, so the LMS can de-duplicate. 2xx ends it; 4xx other than 408/429 stops it (the
-LMS refused it for good); anything else backs off with jitter up to a limit.
+LMS refused it for good); anything else backs off by the shared retry policy (fleet/retry.py) and
+is dead-lettered once it has kept failing past the policy's window (`retry_window_exhausted`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from standardwebhooks import Webhook
 from db.models import Delivery, DeliveryStatus, Tenant, utcnow
 from fleet.callback_policy import CallbackRefused, check_callback_url
 from workers.egress import overall_deadline, refused_address
-from workers.persist import backoff_s
+from fleet.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ LEASE_S = 60
 # The whole request (name lookup, connect, TLS, send, answer) ends well inside the lease, so no
 # other worker can take the row while this one may still be posting it.
 REQUEST_DEADLINE_S = 30.0
-MAX_DELIVERY_ATTEMPTS = 10
+DEFAULT_POLICY = RetryPolicy(max_age_s=6 * 3600)
 RETRYABLE_4XX = {408, 429}
 
 
@@ -63,6 +64,7 @@ class _Lease:
     tenant_active: bool
     secret: str
     registered_url: str | None
+    created_at: datetime
 
 
 def _lease(session: Session, delivery_id: uuid.UUID) -> _Lease | None:
@@ -81,7 +83,7 @@ def _lease(session: Session, delivery_id: uuid.UUID) -> _Lease | None:
         session.commit()
         return None
     row = session.execute(
-        select(Delivery.attempts, Delivery.url, Delivery.payload, Delivery.tenant_id)
+        select(Delivery.attempts, Delivery.url, Delivery.payload, Delivery.tenant_id, Delivery.created_at)
         .where(Delivery.id == delivery_id, Delivery.lease_token == token)
     ).one()
     tenant = session.execute(
@@ -89,7 +91,7 @@ def _lease(session: Session, delivery_id: uuid.UUID) -> _Lease | None:
     ).one_or_none()
     session.commit()
     return _Lease(token, row.attempts, row.url, row.payload, bool(tenant and tenant.active),
-                  tenant.webhook_secret if tenant else "", tenant.callback_url if tenant else None)
+                  tenant.webhook_secret if tenant else "", tenant.callback_url if tenant else None, row.created_at)
 
 
 def _finish(session: Session, delivery_id: uuid.UUID, token: uuid.UUID, **values) -> bool:
@@ -108,11 +110,12 @@ def _finish(session: Session, delivery_id: uuid.UUID, token: uuid.UUID, **values
 
 
 def deliver(session: Session, delivery_id: uuid.UUID, http: httpx.Client, *,
-            allow_loopback_http: bool = False) -> float | None:
+            allow_loopback_http: bool = False, policy: RetryPolicy = DEFAULT_POLICY) -> float | None:
     """Try one delivery; returns seconds until the next try, or None when it is finished (or not ours).
 
     `http` should come from `workers.egress.callback_client`, whose connections refuse internal
-    addresses and honour the overall deadline set here."""
+    addresses and honour the overall deadline set here. `attempts` counts the row's tries (each lease adds one);
+    `created_at` starts its retry window."""
     lease = _lease(session, delivery_id)
     if lease is None:
         return None
@@ -148,11 +151,13 @@ def deliver(session: Session, delivery_id: uuid.UUID, http: httpx.Client, *,
         values.update(status=DeliveryStatus.delivered, delivered_at=utcnow())
     elif status_code is not None and 400 <= status_code < 500 and status_code not in RETRYABLE_4XX:
         values["status"] = DeliveryStatus.failed
-    elif lease.attempts >= MAX_DELIVERY_ATTEMPTS:
-        values["status"] = DeliveryStatus.failed
     else:
-        retry_in = backoff_s(lease.attempts)
-        values["next_attempt_at"] = utcnow() + timedelta(seconds=retry_in)
+        decision = policy.after_failure(lease.attempts - 1, lease.created_at, utcnow())
+        if decision.give_up:
+            values.update(status=DeliveryStatus.failed, last_error=f"{decision.message}; last: {error}")
+        else:
+            retry_in = decision.delay_s
+            values["next_attempt_at"] = decision.next_attempt_at
     if not _finish(session, delivery_id, lease.token, **values):
         return None
     return retry_in

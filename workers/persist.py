@@ -5,6 +5,7 @@ attempt) writes nothing."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import select, update
@@ -21,8 +22,10 @@ from db.models import (
     utcnow,
 )
 from db.results import submission_result
+from fleet.retry import RETRY_WINDOW_EXHAUSTED, RetryPolicy
 from pronunciation.assess import AssessmentResult
 from pronunciation.schema import Score
+from workers.claim import Claim
 
 RESULT_EVENT = "submission.completed"
 
@@ -65,7 +68,7 @@ def save_scores(
     now = utcnow()
     if not _own(session, sub_id, attempt, status=SubmissionStatus.scored, finished_at=now,
                 raw_output=result.raw_text, adapter_version=result.adapter_version,
-                model_name=model_name, model_ms=model_ms, error_code=None, error_message=None):
+                model_name=model_name, model_ms=model_ms, error_code=None, error_message=None, lease_expires_at=None):
         session.rollback()
         return False
     if a.sentence is not None:
@@ -97,7 +100,8 @@ def save_scores(
 
 def mark_failed(session: Session, sub_id: uuid.UUID, attempt: int | None, code: str, message: str) -> uuid.UUID | None:
     """End a submission as `failed` with its code (bad input is never retried)."""
-    values = dict(status=SubmissionStatus.failed, finished_at=utcnow(), error_code=code, error_message=message[:2000])
+    values = dict(status=SubmissionStatus.failed, finished_at=utcnow(), error_code=code, error_message=message[:2000],
+                  lease_expires_at=None)
     if attempt is None:  # the sweeper dead-letters whatever state the row is in
         ok = session.execute(
             update(Submission).where(Submission.id == sub_id, Submission.status.in_(
@@ -114,24 +118,38 @@ def mark_failed(session: Session, sub_id: uuid.UUID, attempt: int | None, code: 
     return delivery_id
 
 
-def release(session: Session, sub_id: uuid.UUID, attempt: int, *, count_attempt: bool = False) -> bool:
-    """Give a claimed row back to the queue (the retry claims it again). An infrastructure fault
-    (object store down, database hiccup) does not use up one of the submission's attempts; a
-    model failure on this very item does, so a poison item ends dead-lettered, not looping."""
-    values = {"status": SubmissionStatus.queued}
-    if not count_attempt:
-        values["attempts"] = attempt - 1
-    ok = _own(session, sub_id, attempt, **values)
+@dataclass(frozen=True)
+class ReleaseOutcome:
+    """What became of a claimed row given back: queued again after `delay_s`, dead-lettered with
+    `failed_code` (its callback `delivery_id` to publish), or nothing (the claim was lost)."""
+
+    released: bool
+    delay_s: float = 0.0
+    failed_code: str | None = None
+    delivery_id: uuid.UUID | None = None
+
+
+def release(session: Session, claim: Claim, policy: RetryPolicy, *, count_attempt: bool = False) -> ReleaseOutcome:
+    """Give a claimed row back to the queue, due after the shared retry policy's backoff.
+
+    An infrastructure fault (object store down, database hiccup) does not use up one of the
+    submission's attempts: it adds one to the row's transient-failure count, which the backoff
+    grows on and which is never reset by the release, and past the policy's retry window the row
+    is dead-lettered (`retry_window_exhausted`). A model failure on this very item uses an attempt
+    instead, so a poison item ends dead-lettered by `APA_MAX_ATTEMPTS`, not looping."""
+    now = utcnow()
+    values: dict = {"status": SubmissionStatus.queued, "lease_expires_at": None}
+    if count_attempt:
+        delay = policy.delay_s(claim.attempt)
+        values["next_attempt_at"] = now + timedelta(seconds=delay)
+    else:
+        decision = policy.after_failure(claim.transient_failures, claim.failing_since, now)
+        if decision.give_up:
+            delivery_id = mark_failed(session, claim.id, claim.attempt, RETRY_WINDOW_EXHAUSTED, decision.message)
+            return ReleaseOutcome(False, failed_code=RETRY_WINDOW_EXHAUSTED, delivery_id=delivery_id)
+        delay = decision.delay_s
+        values.update(attempts=claim.attempt - 1, transient_failures=decision.failures,
+                      failing_since=decision.failing_since, next_attempt_at=decision.next_attempt_at)
+    ok = _own(session, claim.id, claim.attempt, **values)
     session.commit()
-    return ok
-
-
-def backoff_s(attempt: int, base: float = 2.0, cap: float = 300.0) -> float:
-    """Exponential backoff with full jitter: spreads retries of a fleet that failed together."""
-    import random
-
-    return random.uniform(0, min(cap, base * 2 ** max(0, attempt - 1)))
-
-
-def next_attempt_time(attempt: int):
-    return utcnow() + timedelta(seconds=backoff_s(attempt))
+    return ReleaseOutcome(ok, delay_s=delay if ok else 0.0)

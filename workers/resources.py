@@ -4,6 +4,7 @@ database connections or model)."""
 from __future__ import annotations
 
 import os
+import threading
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -12,20 +13,27 @@ from fleet.storage import ObjectStore
 
 
 class _PerProcess:
+    """Locked: the model-loading thread and the first task may ask at once, and two model pools
+    would load the model twice."""
+
     def __init__(self) -> None:
         self.pid = -1
         self.cache: dict[str, object] = {}
+        self.lock = threading.RLock()  # re-entrant: a factory asks for other resources
 
     def get(self, name: str, factory):
-        if self.pid != os.getpid():
-            self.cache.clear()
-            self.pid = os.getpid()
-        if name not in self.cache:
-            self.cache[name] = factory()
-        return self.cache[name]
+        with self.lock:
+            if self.pid != os.getpid():
+                self.cache.clear()
+                self.pid = os.getpid()
+            if name not in self.cache:
+                self.cache[name] = factory()
+            return self.cache[name]
 
 
 _resources = _PerProcess()
+# A lock held by another thread at fork time would stay held in the child forever.
+os.register_at_fork(after_in_child=lambda: setattr(_resources, "lock", threading.RLock()))
 
 
 def settings() -> Settings:

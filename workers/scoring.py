@@ -2,7 +2,10 @@
 recording, score the valid ones in one batched model call, store each result in one transaction.
 
 Bad input ends `failed` with its code at once; a transient fault (object store, database) gives the
-row back to the queue with a backoff; nothing is lost and nothing is scored twice.
+row back to the queue, due after the shared retry policy's backoff (fleet/retry.py); nothing is
+lost and nothing is scored twice. While the round runs, a heartbeat keeps the claims' leases fresh
+(workers/lease.py). A round asks for at most ONE follow-up message (`RoundReport.wake_up`), so a
+round consumes one message and publishes at most one: the queue cannot grow during an outage.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from sqlalchemy import select
 
 from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,8 +27,11 @@ from pronunciation.audio import load_audio
 from pronunciation.errors import PronunciationInputError
 from pronunciation.lexicon import build_reference
 from pronunciation.schema import Granularity
+from db.models import Submission, SubmissionStatus, utcnow
+from fleet.retry import RetryPolicy, as_utc
 from workers.claim import Claim, claim_batch
-from workers.persist import backoff_s, mark_failed, release, save_scores
+from workers.lease import LeaseKeeper
+from workers.persist import mark_failed, release, save_scores
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +40,12 @@ log = logging.getLogger(__name__)
 class RoundReport:
     scored: list[uuid.UUID] = field(default_factory=list)
     failed: dict[uuid.UUID, str] = field(default_factory=dict)
-    retry: dict[uuid.UUID, float] = field(default_factory=dict)  # id -> countdown seconds
+    retry: dict[uuid.UUID, float] = field(default_factory=dict)  # id -> seconds until due again
     deliveries: list[uuid.UUID] = field(default_factory=list)
     model_ms: float = 0.0
+    # The one follow-up message to publish (submission id, countdown), if any: the earliest row
+    # given back, or the message's own row when it is queued but not yet due.
+    wake_up: tuple[uuid.UUID, float] | None = None
 
 
 class _BadInput(Exception):
@@ -70,7 +80,34 @@ def score_round(
 ) -> RoundReport:
     report = RoundReport()
     with sessions() as s:
-        claims = claim_batch(s, first_id, settings.score_batch_size)
+        claims = claim_batch(s, first_id, settings.score_batch_size, lease_s=settings.lease_s)
+    if not claims:
+        report.wake_up = _not_yet_due(sessions, first_id)
+        return report
+    with LeaseKeeper(sessions, claims, settings.lease_s):
+        _score_claims(claims, report, settings=settings, sessions=sessions, store=store, pool=pool)
+    if report.retry:
+        sub_id = min(report.retry, key=report.retry.__getitem__)
+        report.wake_up = (sub_id, report.retry[sub_id])
+    return report
+
+
+def _not_yet_due(sessions: sessionmaker[Session], sub_id: uuid.UUID) -> tuple[uuid.UUID, float] | None:
+    """A message for a queued row in backoff: hand the message on to when the row is due (the
+    message is conserved, not multiplied)."""
+    with sessions() as s:
+        row = s.execute(select(Submission.status, Submission.next_attempt_at).where(Submission.id == sub_id)).first()
+    if row is None or row.status != SubmissionStatus.queued or row.next_attempt_at is None:
+        return None
+    wait = (as_utc(row.next_attempt_at) - utcnow()).total_seconds()
+    return (sub_id, wait) if wait > 0 else None
+
+
+def _score_claims(
+    claims: list[Claim], report: RoundReport, *, settings: Settings, sessions: sessionmaker[Session],
+    store: ObjectStore, pool
+) -> None:
+    policy = settings.retry_policy()
     finished: set[uuid.UUID] = set()
     try:
         ready: list[tuple[Claim, AssessmentRequest]] = []
@@ -84,10 +121,10 @@ def score_round(
                 finished.add(claim.id)
             except StorageUnavailable as exc:
                 log.warning("transient storage fault for %s: %s", claim.id, exc)
-                _give_back(sessions, claim, report)
+                _give_back(sessions, claim, report, policy)
                 finished.add(claim.id)
         if not ready:
-            return report
+            return
         model = pool.ready_model()
         t0 = time.perf_counter()
         results = _assess_isolating_failures(model, [req for _, req in ready])
@@ -95,7 +132,7 @@ def score_round(
         per_item_ms = report.model_ms / len(ready)
         for (claim, _), result in zip(ready, results, strict=True):
             if isinstance(result, Exception):  # this item fails on its own: it uses an attempt
-                _give_back(sessions, claim, report, count_attempt=True)
+                _give_back(sessions, claim, report, policy, count_attempt=True)
                 finished.add(claim.id)
                 continue
             try:
@@ -113,13 +150,12 @@ def score_round(
             report.scored.append(claim.id)
             if outcome is not None:
                 report.deliveries.append(outcome)
-        return report
     finally:
         # Whatever escaped (database down, a bug), no claimed row waits for the sweeper's deadline.
         for claim in claims:
             if claim.id not in finished:
                 try:
-                    _give_back(sessions, claim, report)
+                    _give_back(sessions, claim, report, policy)
                 except Exception:
                     log.exception("could not give %s back; the sweeper will", claim.id)
 
@@ -151,7 +187,13 @@ def _fail(sessions: sessionmaker[Session], claim: Claim, code: str, message: str
     report.failed[claim.id] = code
 
 
-def _give_back(sessions: sessionmaker[Session], claim: Claim, report: RoundReport, *, count_attempt: bool = False) -> None:
+def _give_back(sessions: sessionmaker[Session], claim: Claim, report: RoundReport, policy: RetryPolicy, *,
+               count_attempt: bool = False) -> None:
     with sessions() as s:
-        if release(s, claim.id, claim.attempt, count_attempt=count_attempt):
-            report.retry[claim.id] = backoff_s(max(claim.attempt, 3))
+        outcome = release(s, claim, policy, count_attempt=count_attempt)
+    if outcome.failed_code is not None:
+        report.failed[claim.id] = outcome.failed_code
+        if outcome.delivery_id is not None:
+            report.deliveries.append(outcome.delivery_id)
+    elif outcome.released:
+        report.retry[claim.id] = outcome.delay_s

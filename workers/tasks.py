@@ -27,12 +27,15 @@ def _publish_deliveries(ids) -> None:
 @app.task(name=SCORE_TASK, bind=True, autoretry_for=(OperationalError,), retry_backoff=True,
           retry_backoff_max=300, retry_jitter=True, max_retries=8)
 def score(self, submission_id: str) -> dict:
+    pool = resources.model_pool()
+    pool.model()  # wait for the model (loading after fork) before claiming anything
     report = score_round(
         uuid.UUID(submission_id), settings=resources.settings(), sessions=resources.sessions(),
-        store=resources.store(), pool=resources.model_pool(),
+        store=resources.store(), pool=pool,
     )
     _publish_deliveries(report.deliveries)
-    for sub_id, countdown in report.retry.items():
+    if report.wake_up is not None:  # at most one follow-up per consumed message: no retry storm
+        sub_id, countdown = report.wake_up
         publish(app, SCORE_TASK, str(sub_id), countdown=countdown)
     return {"scored": len(report.scored), "failed": len(report.failed), "retry": len(report.retry)}
 
@@ -41,7 +44,8 @@ def score(self, submission_id: str) -> dict:
 def deliver_task(self, delivery_id: str) -> None:
     allow_loopback = resources.settings().callback_allow_loopback_http
     with resources.sessions()() as s, callback_client(allow_loopback=allow_loopback) as http:
-        retry_in = deliver(s, uuid.UUID(delivery_id), http, allow_loopback_http=allow_loopback)
+        retry_in = deliver(s, uuid.UUID(delivery_id), http, allow_loopback_http=allow_loopback,
+                           policy=resources.settings().retry_policy(delivery=True))
     if retry_in is not None:
         publish(app, DELIVER_TASK, delivery_id, countdown=retry_in)
 

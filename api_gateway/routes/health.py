@@ -1,4 +1,9 @@
-"""`/healthz` (the process answers), `/readyz` (database and broker reachable), `/metrics`."""
+"""`/healthz` (the process answers), `/readyz` (database and broker reachable; workers shown),
+`/metrics`.
+
+Unhealthy workers (heartbeats stale, model failed to load) make `/readyz` say `degraded` with a
+200: the gateway itself can still accept and queue submissions, so it must stay in its Service;
+the workers' own liveness probes (`apa-fleet worker-health`) restart them."""
 
 from __future__ import annotations
 
@@ -49,7 +54,19 @@ def readyz(services: ServicesDep) -> JSONResponse:
         passed, message = _check(name, fn)
         ok &= passed
         checks[name] = message
-    return JSONResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status_code=200 if ok else 503)
+    workers: dict[str, str] = {}
+    if checks["database"] == "ok":
+        try:
+            from api_gateway.worker_status import worker_statuses
+
+            with services.sessions() as session:
+                for w in worker_statuses(session, services.settings):
+                    workers[w.id] = f"{w.queues}: {'ok' if w.healthy else 'unhealthy'}: {w.reason}"
+        except Exception as exc:  # the heartbeats are information, never a reason for a 503
+            log.warning("readiness: cannot read worker heartbeats: %s", exc)
+    degraded = any(": unhealthy: " in v for v in workers.values())
+    status = "unavailable" if not ok else "degraded" if degraded else "ok"
+    return JSONResponse({"status": status, "checks": checks, "workers": workers}, status_code=200 if ok else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -168,6 +168,10 @@ def _broker_url(kind: str) -> str:
     if kind == "redis":
         import redis
 
+        if os.environ.get("APA_TEST_REDIS_URL"):  # a Redis database of this run's own
+            url = os.environ["APA_TEST_REDIS_URL"]
+            redis.Redis.from_url(url).flushdb()
+            return url
         db = next(_redis_db_counter)
         redis.Redis.from_url(f"redis://127.0.0.1:6379/{db}").flushdb()
         return f"redis://127.0.0.1:6379/{db}"

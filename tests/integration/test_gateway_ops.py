@@ -41,7 +41,7 @@ def test_healthz_and_readyz(gw: Gateway) -> None:
     assert gw.client.get("/healthz").json() == {"status": "ok"}
     ready = gw.client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+    assert ready.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}, "workers": {}}
     with TestClient(create_app(gw.settings, sessions=gw.sessions, store=gw.store)) as client:  # runs the lifespan
         assert client.get("/healthz").status_code == 200
 

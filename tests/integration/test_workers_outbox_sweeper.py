@@ -14,7 +14,8 @@ from standardwebhooks import Webhook
 from db.accounts import create_tenant
 from db.engine import session_scope
 from db.models import Delivery, DeliveryStatus, Submission, SubmissionStatus, utcnow
-from workers.delivery import MAX_DELIVERY_ATTEMPTS, deliver, due_deliveries
+from fleet.retry import RETRY_WINDOW_EXHAUSTED, RetryPolicy
+from workers.delivery import deliver, due_deliveries
 from workers.egress import callback_client
 from workers.sweeper import sweep
 
@@ -91,16 +92,31 @@ def test_client_error_stops_delivery(session_factory, outbox) -> None:
         assert due_deliveries(s) == []
 
 
-def test_delivery_gives_up_after_the_limit(session_factory, outbox) -> None:
-    receiver, did, _ = outbox([500] * MAX_DELIVERY_ATTEMPTS)
+def test_delivery_backs_off_by_the_shared_policy_and_gives_up_by_age(session_factory, outbox) -> None:
+    """The retry count lives on the row and the wait grows with it; once the delivery has been
+    failing for longer than the policy's window it is dead-lettered with the policy's code."""
+    policy = RetryPolicy(base_s=2.0, cap_s=300.0, max_age_s=3600.0)
+    receiver, did, _ = outbox([500] * 7)
+    waits = []
     with callback_client(allow_loopback=True) as http:
-        for _ in range(MAX_DELIVERY_ATTEMPTS):
+        for _ in range(6):
             _make_due(session_factory, did)
             with session_factory() as s:
-                deliver(s, did, http, allow_loopback_http=True)
+                waits.append(deliver(s, did, http, allow_loopback_http=True, policy=policy))
+    # equal jitter: the n-th wait lies in [2**n / 2, 2**n] seconds, so it really grows
+    assert all(2.0 ** n / 2 <= w <= 2.0 ** n for n, w in enumerate(waits, start=1)), waits
     with session_factory() as s:
-        assert s.get(Delivery, did).status == DeliveryStatus.failed
-    assert len(receiver.got) == MAX_DELIVERY_ATTEMPTS
+        row = s.get(Delivery, did)
+        assert (row.status, row.attempts) == (DeliveryStatus.pending, 6)
+    with session_scope(session_factory) as s:  # it has now been failing for longer than the window
+        s.execute(update(Delivery).where(Delivery.id == did).values(
+            created_at=utcnow() - timedelta(seconds=3601), next_attempt_at=utcnow() - timedelta(seconds=1)))
+    with session_factory() as s, callback_client(allow_loopback=True) as http:
+        assert deliver(s, did, http, allow_loopback_http=True, policy=policy) is None
+        row = s.get(Delivery, did)
+        assert row.status == DeliveryStatus.failed and row.last_error.startswith(RETRY_WINDOW_EXHAUSTED)
+        assert "HTTP 500" in row.last_error and due_deliveries(s) == []
+    assert len(receiver.got) == 7
 
 
 def test_sweeper_republishes_requeues_and_dead_letters(session_factory) -> None:
