@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api_gateway.deps import Services
 from api_gateway.metrics import GatewayMetrics, MetricsMiddleware
+from api_gateway import ui
 from api_gateway.routes import courses, health, learners, submissions, training
 from fleet.settings import Settings, get_settings
 from fleet.storage import ObjectStore
@@ -91,6 +92,7 @@ def create_app(
     app.include_router(learners.router)
     app.include_router(courses.router)
     app.include_router(training.router)
+    ui.mount(app)  # teachers' pages under /ui (api_gateway/ui)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -333,3 +333,16 @@ class Adapter(Base):
     training_job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("training_jobs.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     activated_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class UiSession(Base):
+    """A browser sign-in to the teachers' pages, kept server-side so sign-out and key revocation
+    end it at once. Only the token's SHA-256 is stored; the token lives in an HTTP-only cookie."""
+
+    __tablename__ = "ui_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(TS, index=True)
