@@ -30,13 +30,14 @@ from api_gateway.ui.words import BANDS, band, failure_text, sparkline_points
 from db import teacher_views as tv
 from db.models import Adapter, AdapterStatus, Submission, SubmissionStatus, utcnow
 from db.queries import HistoryFilter, learner_aggregates, learner_history
-from db.results import SENTENCE_ASPECTS, iso, load_submission, submission_result
+from db.results import SENTENCE_ASPECTS, as_utc, iso, load_submission, submission_result
 from fleet.storage import ObjectNotFound, StorageError
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.filters["band"] = band
 templates.env.filters["fmt1"] = lambda v: "–" if v is None else f"{v:.1f}"
+templates.env.filters["when"] = lambda v: "–" if v is None else as_utc(v).strftime("%Y-%m-%d %H:%M UTC")
 templates.env.globals["BANDS"] = BANDS
 
 router = APIRouter(prefix="/ui", include_in_schema=False)

@@ -85,7 +85,7 @@ def png_bytes(width: int = 40, height: int = 20) -> bytes:
 
 
 def _aspects(total: int) -> dict[str, int]:
-    return {"accuracy": min(10, total + 1), "fluency": total, "prosody": max(0, total - 1), "completeness": 10,
+    return {"accuracy": min(10, total + 1), "fluency": max(0, total - 2), "prosody": max(0, total - 1), "completeness": 10,
             "total": total}
 
 
