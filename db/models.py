@@ -149,6 +149,8 @@ class Submission(Base):
         Index("ix_submissions_learner_history", "tenant_id", "learner_id", "created_at"),
         # A course's recent results.
         Index("ix_submissions_course_recent", "tenant_id", "course_id", "created_at"),
+        # When a course last changed (one index probe): the teachers' course page cache key.
+        Index("ix_submissions_course_updated", "tenant_id", "course_id", "updated_at"),
         # The sweeper and the batch claimer: queued/running by age.
         Index("ix_submissions_status_age", "status", "updated_at"),
     )

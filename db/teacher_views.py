@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -42,7 +42,6 @@ class LearnerRow:
     latest: dict[str, int | None]
     mean: dict[str, float | None]
     last_three: tuple[int | None, int | None, int | None]  # newest first
-    spark: list[int] = field(default_factory=list)  # up to SPARK_POINTS totals, oldest first
 
     @property
     def falling(self) -> bool:
@@ -112,40 +111,55 @@ def course_rows(session: Session, course_id: str, *, tenant_id: uuid.UUID | None
     return out
 
 
-def attach_sparklines(
+def course_version(session: Session, course_id: str, *, tenant_id: uuid.UUID | None) -> tuple[Any, ...]:
+    """When the course's submissions last changed, per tenant (index probes on
+    ix_submissions_course_updated): a new submission or any status change moves it, because
+    every write to a submission sets `updated_at`."""
+    from db.models import Tenant
+
+    tenants = [tenant_id] if tenant_id is not None else list(session.scalars(select(Tenant.id).order_by(Tenant.id)))
+    out = []
+    for tid in tenants:
+        last = session.scalar(select(func.max(Submission.updated_at)).where(
+            Submission.tenant_id == tid, Submission.course_id == course_id))
+        out.append((str(tid), as_utc(last)))
+    return tuple(out)
+
+
+def sparklines(
     session: Session, course_id: str, rows: Sequence[LearnerRow], *, tenant_id: uuid.UUID | None
-) -> None:
-    """Fill `spark` (the last SPARK_POINTS totals, oldest first) for these rows only (one page)."""
+) -> dict[tuple[uuid.UUID, str], list[int]]:
+    """The last SPARK_POINTS totals (oldest first) of these learners only (one page), by
+    (tenant, learner). Ranked on `submissions` alone (index on tenant, learner, created_at), then
+    joined to at most SPARK_POINTS score rows per learner, so it never touches the whole course."""
+    out: dict[tuple[uuid.UUID, str], list[int]] = {(r.tenant_id, r.learner_id): [] for r in rows}
     if not rows:
-        return
-    keys = [(r.tenant_id, r.learner_id) for r in rows]
+        return out
     ranked = (
         select(
-            Submission.tenant_id, Submission.learner_id, SentenceScore.total, Submission.created_at,
+            Submission.id, Submission.tenant_id, Submission.learner_id,
             func.row_number().over(
                 partition_by=(Submission.tenant_id, Submission.learner_id),
                 order_by=(Submission.created_at.desc(), Submission.id.desc()),
             ).label("rn"),
         )
-        .join(SentenceScore, SentenceScore.submission_id == Submission.id)
         .where(
             *_conds(course_id, tenant_id), Submission.status == SubmissionStatus.scored,
-            SentenceScore.total.is_not(None),
-            Submission.learner_id.in_([k[1] for k in keys]),
+            Submission.learner_id.in_(sorted({r.learner_id for r in rows})),
         )
         .subquery()
     )
     stmt = (
-        select(ranked.c.tenant_id, ranked.c.learner_id, ranked.c.total)
-        .where(ranked.c.rn <= SPARK_POINTS)
+        select(ranked.c.tenant_id, ranked.c.learner_id, SentenceScore.total)
+        .join(SentenceScore, SentenceScore.submission_id == ranked.c.id)
+        .where(ranked.c.rn <= SPARK_POINTS, SentenceScore.total.is_not(None))
         .order_by(ranked.c.tenant_id, ranked.c.learner_id, ranked.c.rn.desc())
     )
-    by_key = {(r.tenant_id, r.learner_id): r for r in rows}
     for tid, lid, total in session.execute(stmt):
         tid = tid if isinstance(tid, uuid.UUID) else uuid.UUID(str(tid))
-        row = by_key.get((tid, lid))
-        if row is not None:
-            row.spark.append(int(total))
+        if (tid, lid) in out:
+            out[(tid, lid)].append(int(total))
+    return out
 
 
 def sort_rows(rows: list[LearnerRow], key: str, descending: bool) -> list[LearnerRow]:
@@ -249,6 +263,6 @@ def _float(v: Any) -> float | None:
 
 __all__ = [
     "CHART_ASPECTS", "COURSE_ASPECTS", "LOW_AT", "LearnerRow", "SORT_KEYS", "SPARK_POINTS", "all_adapters",
-    "attach_sparklines", "course_rows", "courses_of", "learner_series", "practice_list", "recent_jobs",
-    "sort_rows", "status_counts_since",
+    "course_rows", "course_version", "courses_of", "learner_series", "practice_list", "recent_jobs",
+    "sort_rows", "sparklines", "status_counts_since",
 ]

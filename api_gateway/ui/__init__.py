@@ -19,8 +19,10 @@ STATIC = Path(__file__).parent / "static"
 def mount(app: FastAPI) -> None:
     """Serve the pages on `app`; nothing here imports a worker or ML library."""
     from api_gateway.ui.access import PageRefused, SignInRequired
+    from api_gateway.ui.course_cache import CourseRowsCache
     from api_gateway.ui.pages import page, router
 
+    app.state.ui_course_cache = CourseRowsCache()
     app.include_router(router)
     app.mount("/ui/static", StaticFiles(directory=str(STATIC)), name="ui-static")
 

@@ -142,13 +142,12 @@ def course_page(
     tenant, _ = viewer.scoped(lambda: viewer.principal.scope(tenant_id=tenant_q, course_id=course_id))
     sort = sort if sort in tv.SORT_KEYS else "learner"
     descending = dir == "desc"
-    rows = tv.course_rows(session, course_id, tenant_id=tenant)
-    flagged = sorted((r for r in rows if r.falling), key=lambda r: (r.learner_id, str(r.tenant_id)))
-    ordered = tv.sort_rows(rows, sort, descending)
+    course = request.app.state.ui_course_cache.course(session, course_id, tenant_id=tenant)
+    ordered = course.ordered(sort, descending)
     pages = max(1, math.ceil(len(ordered) / PER_PAGE))
     page_no = min(max(1, page_no), pages)
     shown = ordered[(page_no - 1) * PER_PAGE: page_no * PER_PAGE]
-    tv.attach_sparklines(session, course_id, shown, tenant_id=tenant)
+    sparks = tv.sparklines(session, course_id, shown, tenant_id=tenant)
 
     def link(**changes: Any) -> str:
         params = {"sort": sort, "dir": "desc" if descending else "asc", "page_no": page_no}
@@ -167,7 +166,8 @@ def course_page(
     columns += [(f"latest_{a}", f"Latest {a}") for a in tv.COURSE_ASPECTS]
     columns += [(f"mean_{a}", f"Mean {a}") for a in tv.COURSE_ASPECTS]
     return page(
-        request, "course.html", viewer, course_id=course_id, rows=shown, flagged=flagged, total_learners=len(rows),
+        request, "course.html", viewer, course_id=course_id, rows=shown, flagged=course.flagged,
+        total_learners=len(course.rows), sparks=sparks,
         page_no=page_no, pages=pages, sort=sort, descending=descending, columns=columns, link=link,
         learner_link=learner_link, aspects=tv.COURSE_ASPECTS, spark=sparkline_points, iso=iso,
         show_tenant=viewer.is_ops,

@@ -5,7 +5,7 @@ random token whose SHA-256 is a `ui_sessions` row, and every request re-reads th
 it (revoked key or deactivated tenant -> signed out). The key itself is only ever in the POST
 body of the sign-in form: never in a URL, a cookie or a page.
 
-Cookie: HttpOnly, SameSite=Lax, Secure when the request came over https, Max-Age = SESSION_TTL.
+Cookie: HttpOnly, SameSite=Lax, Secure when served over https (the request, or the public URL), Max-Age = SESSION_TTL.
 CSRF: every state-changing form carries the session's own random token (checked with a
 constant-time compare) and a foreign Origin header is refused; the sign-in form, which has no
 session yet, uses a double-submit token in a short-lived SameSite=Strict cookie.
@@ -48,7 +48,10 @@ class SignedIn:
 
 
 def is_https(request: Request) -> bool:
-    return request.url.scheme == "https"
+    """Served over https: the request's own scheme, or the public URL users reach (TLS at a proxy)."""
+    services = getattr(request.app.state, "services", None)
+    public = getattr(getattr(services, "settings", None), "public_base_url", "") or ""
+    return request.url.scheme == "https" or public.startswith("https://")
 
 
 def sign_in(session: Session, presented: str) -> tuple[str, UiSession] | None:

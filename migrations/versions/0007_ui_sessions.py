@@ -1,4 +1,5 @@
-"""ui sessions: teachers' browser sign-ins (server-side, so sign-out really ends one)
+"""ui sessions: teachers' browser sign-ins (server-side, so sign-out really ends one); an index
+that tells cheaply when a course last changed (the course page's cache key)
 
 Revision ID: 0007
 Revises: 0001
@@ -29,9 +30,11 @@ def upgrade() -> None:
     )
     op.create_index(op.f('ix_ui_sessions_key_id'), 'ui_sessions', ['key_id'], unique=False)
     op.create_index(op.f('ix_ui_sessions_expires_at'), 'ui_sessions', ['expires_at'], unique=False)
+    op.create_index('ix_submissions_course_updated', 'submissions', ['tenant_id', 'course_id', 'updated_at'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_submissions_course_updated', table_name='submissions')
     op.drop_index(op.f('ix_ui_sessions_expires_at'), table_name='ui_sessions')
     op.drop_index(op.f('ix_ui_sessions_key_id'), table_name='ui_sessions')
     op.drop_table('ui_sessions')

@@ -254,6 +254,7 @@ def test_ops_page_and_promotion_with_confirmation(gw: LiveGateway, context) -> N
         for st in ("queued", "running", "scored", "failed"):
             assert page.locator(f"#status-24h tr[data-status={st}] td").inner_text() == str(recent.count(st))
         assert page.locator(f"#jobs tr[data-job='{gw.seeded.job}'] progress").get_attribute("value") == "120"
+        assert page.evaluate("() => document.querySelector('img.thumb').naturalWidth") == 40  # the plot loaded
         png = page.request.get(f"{gw.url}/ui/ops/training-jobs/{gw.seeded.job}/report.png")
         assert png.status == 200 and png.body().startswith(b"\x89PNG")
         no_a11y_problems(page)

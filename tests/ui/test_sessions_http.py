@@ -101,6 +101,10 @@ def test_secure_cookie_over_https_and_key_rules(env) -> None:
         assert ok.status_code == 303 and ok.headers["location"] == "/ui/"
         cookie = [c for c in ok.headers.get_list("set-cookie") if c.startswith("apa_ui_session=")][0]
         assert "Secure" in cookie and "HttpOnly" in cookie
+    app.state.services.settings.public_base_url = "https://apa.example"  # TLS ends at a proxy
+    with TestClient(app) as client:  # (so over plain http here the browser would not even send it back)
+        assert "Secure" in client.get("/ui/login").headers["set-cookie"]
+    app.state.services.settings.public_base_url = "http://127.0.0.1:8000"
     with TestClient(app) as client:
         for key in (seeded.keys["lms"], "apa_not-a-key"):  # only teacher and ops keys sign in
             refused = sign_in(client, key)
@@ -159,3 +163,37 @@ def test_course_of_2000_learners_is_paged_and_sorted(env) -> None:
         top = client.get("/ui/courses/big", params={"sort": "latest_total", "dir": "desc"})
         first = re.findall(r'<tr data-learner="([^"]+)">', top.text)[:3]
         assert first == ["B0010", "B0021", "B0032"]  # total 10, ties by learner id
+
+
+def cell(html: str, learner: str, col: str) -> str:
+    row = html.split(f'<tr data-learner="{learner}">', 1)[1].split("</tr>", 1)[0]
+    return re.search(rf'data-col="{col}">([^<]*)<', row).group(1)
+
+
+def test_course_page_cache_follows_new_and_rescored_recordings(env) -> None:
+    app, sessions, seeded = env
+    cache = app.state.ui_course_cache
+    with TestClient(app) as client:
+        sign_in(client, seeded.keys["teacher_c1"])
+        first = client.get("/ui/courses/c1").text
+        assert cell(first, "L5", "recordings") == "1" and cell(first, "L1", "latest_total") == "7"
+        assert client.get("/ui/courses/c1", params={"sort": "recordings"}).status_code == 200
+        assert (cache.misses, cache.hits) == (1, 1)  # the second view reused the course's rows
+
+        with session_scope(sessions) as s:  # a new recording of L5 arrives, scored
+            sub = Submission(tenant_id=seeded.acme, lms_submission_id="late", learner_id="L5", course_id="c1",
+                             reference_text="x", audio_uri="s3://b/x.wav", granularity="full",
+                             status=SubmissionStatus.scored)
+            sub.sentence = SentenceScore(total=2, accuracy=2, fluency=2, prosody=2)
+            s.add(sub)
+        page = client.get("/ui/courses/c1").text
+        assert cell(page, "L5", "recordings") == "2" and cell(page, "L5", "latest_total") == "2"
+
+        with session_scope(sessions) as s:  # L1's queued recording gets scored (as the worker does)
+            queued = s.scalar(select(Submission).where(Submission.learner_id == "L1",
+                                                       Submission.status == SubmissionStatus.queued))
+            queued.status = SubmissionStatus.scored
+            queued.sentence = SentenceScore(total=1, accuracy=1, fluency=1, prosody=1)
+        page = client.get("/ui/courses/c1").text
+        assert cell(page, "L1", "latest_total") == "1"
+        assert cache.misses == 3
