@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -74,11 +74,18 @@ def current(session: Session, request: Request) -> SignedIn | None:
     token = request.cookies.get(COOKIE)
     if not token:
         return None
-    row = session.scalar(select(UiSession).where(UiSession.token_hash == _hash(token)))
-    if row is None or as_utc(row.expires_at) <= utcnow():  # type: ignore[operator]
+    found = session.execute(
+        select(UiSession, ApiKey)
+        .join(ApiKey, ApiKey.id == UiSession.key_id)
+        .where(UiSession.token_hash == _hash(token))
+        .options(joinedload(ApiKey.tenant))  # one round trip for session, key and tenant
+    ).first()
+    if found is None:
         return None
-    key = session.get(ApiKey, row.key_id)
-    if key is None or key.revoked_at is not None or (key.tenant is not None and not key.tenant.active):
+    row, key = found
+    if as_utc(row.expires_at) <= utcnow():  # type: ignore[operator]
+        return None
+    if key.revoked_at is not None or (key.tenant is not None and not key.tenant.active):
         return None
     return SignedIn(key=key, csrf_token=row.csrf_token, expires_at=as_utc(row.expires_at))  # type: ignore[arg-type]
 

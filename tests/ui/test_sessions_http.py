@@ -18,7 +18,7 @@ from sqlalchemy import func, insert, select
 from api_gateway.app import create_app
 from db.accounts import revoke_api_key
 from db.engine import make_engine, make_session_factory, session_scope
-from db.models import ApiKey, SentenceScore, Submission, SubmissionStatus, UiSession, utcnow
+from db.models import ApiKey, SentenceScore, Submission, SubmissionStatus, Tenant, UiSession, utcnow
 from fleet.settings import Settings
 from fleet.storage import ObjectStore
 from tests.ui.seed import seed, wav_bytes
@@ -123,6 +123,12 @@ def test_revoking_the_key_ends_its_sessions(env) -> None:
         with session_scope(sessions) as s:  # an expired session is as good as none
             s.execute(UiSession.__table__.update().values(expires_at=utcnow() - timedelta(seconds=1)))
         assert client.get("/ui/", follow_redirects=False).status_code == 303
+    with TestClient(app) as client:  # a deactivated tenant's keys read nothing, here as in the API
+        assert sign_in(client, seeded.keys["teacher_c2"]).status_code == 303
+        assert client.get("/ui/courses/c2").status_code == 200
+        with session_scope(sessions) as s:
+            s.get(Tenant, seeded.acme).active = False
+        assert client.get("/ui/courses/c2", follow_redirects=False).status_code == 303
 
 
 def test_audio_is_streamed_with_ranges(env) -> None:
