@@ -73,9 +73,17 @@ def safe_next(target: str | None) -> str:
     return "/ui/"
 
 
+MAX_FORM_BYTES = 16 * 1024
+
+
 async def form_fields(request: Request) -> dict[str, str]:
-    body = (await request.body())[:16384].decode("utf-8", "replace")
-    return {k: v[0] for k, v in parse_qs(body, keep_blank_values=True).items()}
+    """A urlencoded form (the pages' forms are tiny), refused past MAX_FORM_BYTES without reading on."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise PageRefused(413, "This form is too large.")
+    return {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items()}
 
 
 # ---- sign-in ---------------------------------------------------------------------------------

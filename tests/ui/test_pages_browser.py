@@ -82,6 +82,7 @@ def test_sign_in_gives_a_session_cookie_and_never_shows_the_key(gw: LiveGateway,
     page = context.new_page()
     page.goto(f"{gw.url}/ui/courses/c1")
     assert page.url.startswith(f"{gw.url}/ui/login?next=")  # not signed in: the sign-in page, then back
+    no_a11y_problems(page)  # the sign-in page too
     key = gw.seeded.keys["teacher_c1"]
     page.fill("#api_key", key)
     page.click("button[type=submit]")
@@ -205,7 +206,9 @@ def test_recording_page_colours_phones_and_plays_audio(gw: LiveGateway, context)
     audio = page.evaluate("""async () => {
         const a = document.getElementById('recording-audio');
         if (a.readyState < 1) await new Promise((ok, bad) => { a.onloadedmetadata = ok; a.onerror = () => bad(String(a.error && a.error.code)); });
-        a.muted = true; await a.play(); await new Promise(ok => setTimeout(ok, 300));
+        a.muted = true; await a.play();
+        const t0 = Date.now();  // playing: the clock advances (waits up to 5 s on a busy machine)
+        while (a.currentTime === 0 && !a.ended && Date.now() - t0 < 5000) await new Promise(ok => setTimeout(ok, 50));
         return {duration: a.duration, error: a.error, time: a.currentTime, src: a.currentSrc}; }""")
     assert audio["error"] is None and abs(audio["duration"] - AUDIO_SECONDS) < 0.05 and audio["time"] > 0
     assert audio["src"] == f"{gw.url}/ui/submissions/{gw.seeded.detailed}/audio"  # through the gateway
@@ -238,6 +241,7 @@ def test_scoping_teacher_of_another_course_sees_nothing_of_c1(gw: LiveGateway, c
         response = page.goto(f"{gw.url}{path}")
         assert response.status == status, path
         assert "WE CALL" not in page.content() and "L1-c1" not in page.content()
+    no_a11y_problems(page)  # the refusal page
     assert page.goto(f"{gw.url}/ui/submissions/{gw.seeded.other_course}").status == 200  # its own course
     no_a11y_problems(page)
 
