@@ -15,7 +15,7 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -141,7 +141,7 @@ def home(request: Request, viewer: ViewerDep, session: SessionDep) -> HTMLRespon
 
 
 # ---- course ----------------------------------------------------------------------------------
-@router.get("/courses/{course_id}")
+@router.get("/courses/{course_id:path}")
 def course_page(
     request: Request, course_id: str, viewer: ViewerDep, session: SessionDep,
     sort: str = "learner", dir: str = "asc", page_no: int = 1, tenant_id: str | None = None,
@@ -162,13 +162,13 @@ def course_page(
         if tenant_q:
             params["tenant_id"] = str(tenant_q)
         params.update(changes)
-        return f"/ui/courses/{course_id}?{urlencode(params)}"
+        return f"/ui/courses/{quote(course_id, safe='')}?{urlencode(params)}"
 
     def learner_link(r: tv.LearnerRow) -> str:
         q = {"course_id": course_id}
         if viewer.is_ops:
             q["tenant_id"] = str(r.tenant_id)
-        return f"/ui/learners/{r.learner_id}?{urlencode(q)}"
+        return f"/ui/learners/{quote(r.learner_id, safe='')}?{urlencode(q)}"
 
     columns = [("learner", "Learner"), ("recordings", "Recordings"), ("last_at", "Last recording")]
     columns += [(f"latest_{a}", f"Latest {a}") for a in tv.COURSE_ASPECTS]
@@ -183,7 +183,7 @@ def course_page(
 
 
 # ---- learner ---------------------------------------------------------------------------------
-@router.get("/learners/{learner_id}")
+@router.get("/learners/{learner_id:path}")
 def learner_page(
     request: Request, learner_id: str, viewer: ViewerDep, session: SessionDep,
     course_id: str | None = None, tenant_id: str | None = None, cursor: str | None = None,
@@ -207,7 +207,7 @@ def learner_page(
     if next_key is not None:
         q = {k: v for k, v in (("course_id", course_id), ("tenant_id", tenant_id)) if v}
         q["cursor"] = encode_cursor(next_key)
-        next_link = f"/ui/learners/{learner_id}?{urlencode(q)}"
+        next_link = f"/ui/learners/{quote(learner_id, safe='')}?{urlencode(q)}"
     return page(
         request, "learner.html", viewer, learner_id=learner_id, course_id=course_id, history=history,
         aggregates=learner_aggregates(session, flt), aspects=SENTENCE_ASPECTS, points=points,

@@ -203,3 +203,20 @@ def test_course_page_cache_follows_new_and_rescored_recordings(env) -> None:
         page = client.get("/ui/courses/c1").text
         assert cell(page, "L1", "latest_total") == "1"
         assert cache.misses == 3
+
+
+def test_ids_with_spaces_and_symbols_are_linked_escaped(env) -> None:
+    app, sessions, seeded = env
+    with session_scope(sessions) as s:
+        sub = Submission(tenant_id=seeded.acme, lms_submission_id="odd", learner_id="Ann Lee&co", course_id="bio 101/b",
+                         reference_text="x", audio_uri="s3://b/x.wav", granularity="full", status=SubmissionStatus.scored)
+        sub.sentence = SentenceScore(total=4)
+        s.add(sub)
+    with TestClient(app) as client:
+        sign_in(client, seeded.keys["ops"])
+        page = client.get("/ui/courses/bio%20101%2Fb")
+        assert page.status_code == 200
+        link = re.search(r'<a href="(/ui/learners/[^"]+)">Ann Lee&amp;co</a>', page.text).group(1).replace("&amp;", "&")
+        assert link.startswith("/ui/learners/Ann%20Lee%26co?course_id=bio+101%2Fb")
+        learner = client.get(link)
+        assert learner.status_code == 200 and "Ann Lee&amp;co" in learner.text
