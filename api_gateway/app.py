@@ -23,6 +23,7 @@ from api_gateway.edge import EdgeMiddleware
 from api_gateway.error_handlers import install_error_handlers
 from api_gateway.docs import install_docs
 from api_gateway.metrics import GatewayMetrics, MetricsMiddleware
+from api_gateway import ui
 from api_gateway.routes import courses, health, learners, submissions, training
 from fleet.settings import Settings, get_settings
 from fleet.storage import ObjectStore
@@ -101,6 +102,7 @@ def create_app(
     app.include_router(courses.router)
     app.include_router(training.router)
     install_docs(app)
+    ui.mount(app)  # teachers' pages under /ui (api_gateway/ui)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -149,6 +149,8 @@ class Submission(Base):
         Index("ix_submissions_learner_history", "tenant_id", "learner_id", "created_at"),
         # A course's recent results.
         Index("ix_submissions_course_recent", "tenant_id", "course_id", "created_at"),
+        # When a course last changed (one index probe): the teachers' course page cache key.
+        Index("ix_submissions_course_updated", "tenant_id", "course_id", "updated_at"),
         # The sweeper and the batch claimer: queued/running by age.
         Index("ix_submissions_status_age", "status", "updated_at"),
         # The claimer takes only rows that are due (fleet/retry.py sets next_attempt_at).
@@ -380,3 +382,16 @@ class Adapter(Base):
     training_job_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("training_jobs.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     activated_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class UiSession(Base):
+    """A browser sign-in to the teachers' pages, kept server-side so sign-out and key revocation
+    end it at once. Only the token's SHA-256 is stored; the token lives in an HTTP-only cookie."""
+
+    __tablename__ = "ui_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(TS, index=True)
