@@ -172,3 +172,29 @@ def run(
             with signals_ignored():
                 fleet.stop()
     raise typer.Exit(code)
+
+
+def worker_health(
+    queues: Annotated[str, typer.Option(help="Only the workers on exactly these queues (comma-separated).")] = "",
+) -> None:
+    """Liveness probe for a worker pod: exit 0 when a pool process of this machine's worker is
+    healthy (fresh heartbeat, model loaded or still loading within APA_WORKER_LOAD_TIMEOUT_S),
+    1 otherwise. Reads only local heartbeat files, so a database outage does not restart workers."""
+    from datetime import datetime, timezone
+
+    from fleet.worker_health import judge, read_beat_files
+
+    cfg = settings()
+    folder = cfg.effective_heartbeat_dir
+    wanted = ",".join(q.strip() for q in queues.split(",") if q.strip()) or None
+    beats = read_beat_files(folder, wanted)
+    if not beats:
+        typer.echo(f"unhealthy: no worker heartbeat in {folder}" + (f" for queues {wanted}" if wanted else ""))
+        raise typer.Exit(1)
+    now = datetime.now(timezone.utc)
+    healthy = False
+    for beat in beats:
+        ok, reason = judge(beat, now, stale_after_s=cfg.worker_stale_after_s, load_timeout_s=cfg.worker_load_timeout_s)
+        healthy |= ok
+        typer.echo(f"{beat.id} [{beat.queues}] pid {beat.pid}: {'healthy' if ok else 'unhealthy'}: {reason}")
+    raise typer.Exit(0 if healthy else 1)
