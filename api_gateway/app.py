@@ -91,6 +91,10 @@ def create_app(
     app.include_router(learners.router)
     app.include_router(courses.router)
     app.include_router(training.router)
+    from api_gateway.lti import ops_routes as lti_ops, routes as lti_routes
+
+    app.include_router(lti_routes.router)
+    app.include_router(lti_ops.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

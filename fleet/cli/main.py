@@ -16,6 +16,7 @@ app = typer.Typer(help="apa-fleet: pronunciation assessment for learning platfor
 app.add_typer(db_app, name="db")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
+from fleet.cli.lti import lti_app; app.add_typer(lti_app, name="lti")  # noqa: E402,E702
 app.command("gateway")(gateway)
 app.command()(score)
 app.command()(worker)
