@@ -100,6 +100,7 @@ def accept_recording(
         audio_uri=uri, granularity="full", callback_url=None, status=SubmissionStatus.queued,
     )
     session.add(sub)
+    session.flush()  # the grade row references it (no ORM relationship orders the inserts)
     lineitem = grade_target(launch)
     if lineitem:
         session.add(LtiGrade(submission_id=sub_id, registration_id=launch.registration_id, lineitem_url=lineitem,

@@ -33,7 +33,7 @@ from api_gateway.lti.launches import (
 )
 from api_gateway.lti.platform_keys import platform_keys
 from api_gateway.lti.recordings import accept_recording, media_type
-from db.lti import published_keys
+from db.lti import published_keys, signing_key
 from db.models import LtiGrade, LtiRegistration, Submission
 from db.results import load_submission, submission_result
 from fleet.settings import Settings
@@ -70,6 +70,7 @@ def _cookie_secure(settings: Settings) -> bool:
 
 @router.get("/jwks", summary="The tool's public keys (JWKS)")
 def jwks(session: SessionDep) -> JSONResponse:
+    signing_key(session)  # the first request creates the tool's key if no one ran `lti rotate-key`
     return JSONResponse({"keys": published_keys(session)}, headers={"Cache-Control": "max-age=300"})
 
 

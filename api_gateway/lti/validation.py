@@ -7,6 +7,7 @@ message type, the resource link) follow. Every refusal names its reason.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from joserfc import jwt
@@ -36,9 +37,14 @@ def validate_id_token(
 ) -> dict[str, Any]:
     """The id_token's claims, or LaunchRefused saying what is wrong."""
     try:
-        header = extract_compact(token.encode()).headers()
+        compact = extract_compact(token.encode())
+        header, unverified = compact.headers(), json.loads(compact.payload)
     except (JoseError, ValueError, UnicodeError) as exc:
         raise LaunchRefused("malformed_id_token", f"the id_token is not a compact JWS: {exc}") from None
+    # Before any key is fetched: a token from another platform than the one this login went to
+    # (another tenant's registration, say) is refused here, and its keys are never requested.
+    if not isinstance(unverified, dict) or unverified.get("iss") != registration.issuer:
+        raise LaunchRefused("registration_mismatch", "the id_token comes from another platform than this login")
     if header.get("alg") not in ALGORITHMS:
         raise LaunchRefused("unsupported_alg", f"id_token algorithm {header.get('alg')!r} is not RS256")
     key = keys.key_for(registration.keyset_url, header.get("kid"))
