@@ -7,110 +7,29 @@ callback: a short lease per try, retries with jittered backoff, `failed` with th
 `APA_LTI_MAX_GRADE_ATTEMPTS` or on a refusal that retrying cannot fix (visible at
 `GET /v1/lti/grades?status=failed`).
 
-The access token comes from the platform's token URL by the OAuth 2 client-credentials grant with
-a JWT client assertion signed by the tool's key (IMS Security Framework 4.1, joserfc does the
-signing); it is cached per (token URL, client id, scopes) until shortly before it expires, and
-dropped when the platform answers 401.
+The access token comes from `fleet.lti_oauth` (client-credentials grant with a JWT assertion,
+cached until shortly before it expires); it is dropped from the cache when the platform answers 401.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from joserfc import jwt
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from db.lti import SIGNING_ALG, private_key, signing_key
 from db.models import LtiGrade, LtiGradeStatus, LtiRegistration, Submission, SubmissionStatus, utcnow
+from fleet.lti_oauth import TOKENS, TokenCache, TokenError, access_token
 from workers.persist import backoff_s
 
 LEASE_S = 60
 SCORE_SCOPE = "https://purl.imsglobal.org/spec/lti-ags/scope/score"
 SCORE_MEDIA_TYPE = "application/vnd.ims.lis.v1.score+json"
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 RETRYABLE_4XX = {401, 408, 429}
-
-
-class TokenError(Exception):
-    """The platform did not hand out an access token."""
-
-    def __init__(self, message: str, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-
-
-@dataclass
-class _Token:
-    value: str
-    expires_at: float
-
-
-class TokenCache:
-    """Access tokens per (token URL, client id, scopes), reused until 30 s before they expire."""
-
-    def __init__(self) -> None:
-        self._tokens: dict[tuple[str, str, str], _Token] = {}
-        self._lock = threading.Lock()
-        self.fetches = 0  # tests read it to see the cache at work
-
-    def get(self, key: tuple[str, str, str]) -> str | None:
-        with self._lock:
-            tok = self._tokens.get(key)
-            return tok.value if tok and tok.expires_at - 30 > time.time() else None
-
-    def put(self, key: tuple[str, str, str], value: str, expires_in: float) -> None:
-        with self._lock:
-            self._tokens[key] = _Token(value, time.time() + expires_in)
-            self.fetches += 1
-
-    def drop(self, key: tuple[str, str, str]) -> None:
-        with self._lock:
-            self._tokens.pop(key, None)
-
-
-TOKENS = TokenCache()
-
-
-def client_assertion(session: Session, registration: LtiRegistration) -> str:
-    """The signed JWT that authenticates the tool at the platform's token endpoint."""
-    key_row = signing_key(session)
-    now = int(time.time())
-    claims = {"iss": registration.client_id, "sub": registration.client_id, "aud": registration.auth_token_url,
-              "iat": now, "exp": now + 300, "jti": uuid.uuid4().hex}
-    return jwt.encode({"alg": SIGNING_ALG, "kid": key_row.kid}, claims, private_key(key_row), algorithms=[SIGNING_ALG])
-
-
-def access_token(session: Session, registration: LtiRegistration, http: httpx.Client, scopes: tuple[str, ...],
-                 cache: TokenCache = TOKENS) -> tuple[str, tuple[str, str, str]]:
-    key = (registration.auth_token_url, registration.client_id, " ".join(sorted(scopes)))
-    cached = cache.get(key)
-    if cached:
-        return cached, key
-    try:
-        response = http.post(registration.auth_token_url, data={
-            "grant_type": "client_credentials", "client_assertion_type": ASSERTION_TYPE,
-            "client_assertion": client_assertion(session, registration), "scope": key[2],
-        }, timeout=10.0)
-    except httpx.HTTPError as exc:
-        raise TokenError(f"token endpoint unreachable: {type(exc).__name__}: {exc}") from exc
-    if not response.is_success:
-        raise TokenError(f"token endpoint answered HTTP {response.status_code}: {response.text[:200]}",
-                         response.status_code)
-    try:
-        data = response.json()
-        value, expires_in = data["access_token"], float(data.get("expires_in", 3600))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise TokenError(f"token endpoint answered no access_token: {response.text[:200]}") from exc
-    cache.put(key, value, expires_in)
-    return value, key
 
 
 def scores_url(lineitem_url: str) -> str:

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from api_gateway.auth import Principal, require_roles
+from api_gateway.auth import Principal, ReaderDep, require_roles
 from api_gateway.deps import SessionDep, SettingsDep
 from api_gateway.errors import ApiError, error_responses
+from api_gateway.lti.roster import course_roster
 from db.accounts import AccountError, get_tenant
 from db.lti import LtiConfigError, register_platform, registration_out
 from db.models import LtiGrade, LtiGradeStatus, LtiRegistration, Role
@@ -70,3 +71,10 @@ def grades(
         "last_status_code": g.last_status_code, "last_error": g.last_error,
         "delivered_at": g.delivered_at.isoformat() if g.delivered_at else None,
     } for g in session.scalars(q)]
+
+
+@router.get("/courses/{course_id}/roster", summary="The course's roster from the LMS (NRPS) with each learner's latest score",
+            responses=error_responses(401, 403, 404))
+def roster(course_id: str, principal: ReaderDep, session: SessionDep) -> dict[str, Any]:
+    tenant_id, _courses = principal.scope(course_id=course_id)
+    return course_roster(session, tenant_id, course_id)

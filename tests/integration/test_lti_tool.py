@@ -29,6 +29,8 @@ from db.models import (
     SentenceScore,
     Submission,
     SubmissionStatus,
+    Tenant,
+    utcnow,
 )
 from fleet.migrate import upgrade
 from fleet.settings import Settings
@@ -259,7 +261,7 @@ def _scored_submission(env: Env, browser: httpx.Client, total: int | None) -> uu
         if total is None:
             sub.status, sub.error_code = SubmissionStatus.failed, "audio_silent"
         else:
-            sub.status = SubmissionStatus.scored
+            sub.status, sub.finished_at = SubmissionStatus.scored, utcnow()
             s.add(SentenceScore(submission_id=sid, total=total, total_expected=float(total)))
     return sid
 
@@ -319,3 +321,25 @@ def test_failed_recording_posts_nothing(env: Env, browser: httpx.Client) -> None
         assert due_grades(s) == []
         assert s.scalars(select(LtiGrade.status)).one() is LtiGradeStatus.skipped
     assert env.platform.scores == []
+
+
+def test_nrps_roster_for_teachers(env: Env, browser: httpx.Client) -> None:
+    env.platform.members = [
+        {"user_id": "learner-7", "name": "Ann", "roles": ["http://purl.imsglobal.org/vocab/lis/v2/membership#Learner"]},
+        {"user_id": "learner-8", "name": "Bo", "roles": ["http://purl.imsglobal.org/vocab/lis/v2/membership#Learner"]},
+    ]
+    headers = {"X-API-Key": env.ops_key}
+    assert httpx.get(f"{env.base}/v1/lti/courses/course-1/roster", headers=headers).status_code == 404  # no launch yet
+    _scored_submission(env, browser, 8)  # learner-7 launched (NRPS claim) and was scored
+    with session_scope(env.sessions) as s:
+        _, teacher = create_api_key(s, Role.teacher, tenant=s.scalars(select(Tenant).where(Tenant.name == "acme")).one(),
+                                    courses=["course-1"])
+        _, outsider = create_api_key(s, Role.teacher, tenant=s.scalars(select(Tenant).where(Tenant.name == "acme")).one(),
+                                     courses=["course-2"])
+    roster = httpx.get(f"{env.base}/v1/lti/courses/course-1/roster", headers={"X-API-Key": teacher})
+    assert roster.status_code == 200, roster.text
+    members = {m["user_id"]: m for m in roster.json()["members"]}
+    assert set(members) == {"learner-7", "learner-8"} and members["learner-7"]["name"] == "Ann"
+    assert members["learner-7"]["latest"]["total"] == 8 and members["learner-8"]["latest"] is None
+    assert roster.json()["context"]["id"] == "course-1"
+    assert httpx.get(f"{env.base}/v1/lti/courses/course-1/roster", headers={"X-API-Key": outsider}).status_code == 403
