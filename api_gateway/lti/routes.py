@@ -74,7 +74,16 @@ def jwks(session: SessionDep) -> JSONResponse:
     return JSONResponse({"keys": published_keys(session)}, headers={"Cache-Control": "max-age=300"})
 
 
-@router.api_route("/login", methods=["GET", "POST"], summary="OIDC third-party login initiation", response_model=None)
+@router.get("/login", summary="OIDC third-party login initiation (GET)", response_model=None)
+async def login_get(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    return await login(request, session, settings)
+
+
+@router.post("/login", summary="OIDC third-party login initiation (POST)", response_model=None)
+async def login_post(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    return await login(request, session, settings)
+
+
 async def login(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     try:
         params = await form_fields(request)
