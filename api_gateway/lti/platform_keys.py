@@ -28,6 +28,8 @@ class _Entry:
 @dataclass
 class PlatformKeyCache:
     ttl_s: float = 300.0
+    min_refetch_s: float = MIN_REFETCH_S
+    fetches: int = 0  # how many times a key set was downloaded (tests read it)
     _entries: dict[str, _Entry] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -39,6 +41,7 @@ class PlatformKeyCache:
         except Exception as exc:
             raise LaunchRefused("keyset_unavailable", f"cannot read the platform's key set at {url}: {exc}", 502) from exc
         keys = {k.kid: k for k in keyset.keys if isinstance(k, RSAKey) and k.kid}
+        self.fetches += 1
         return _Entry(keys, time.monotonic())
 
     def key_for(self, url: str, kid: str | None) -> RSAKey:
@@ -49,7 +52,7 @@ class PlatformKeyCache:
             entry = self._entries.get(url)
             now = time.monotonic()
             stale = entry is None or now - entry.fetched_at > self.ttl_s
-            unknown = entry is not None and kid not in entry.keys and now - entry.fetched_at > MIN_REFETCH_S
+            unknown = entry is not None and kid not in entry.keys and now - entry.fetched_at >= self.min_refetch_s
             if stale or unknown:
                 entry = self._fetch(url)
                 self._entries[url] = entry

@@ -66,12 +66,22 @@ class Env:
                           headers={"X-API-Key": self.ops_key})
 
 
-@pytest.fixture
-def env(pg_database: str, tmp_path: Path):
+@pytest.fixture(scope="module")
+def stack(pg_server: str, tmp_path_factory):
+    """One database, gateway and pair of platforms for the module (each test starts from empty
+    LTI tables, see `env`): starting them per test would cost seconds each."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
     from api_gateway.app import create_app
 
-    upgrade(pg_database)
-    engine = make_engine(pg_database)
+    name = f"apa_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(pg_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(pg_server).set(database=name).render_as_string(hide_password=False)
+    upgrade(url)
+    engine = make_engine(url)
     sessions = make_session_factory(engine)
     with session_scope(sessions) as s:
         create_tenant(s, "acme")
@@ -79,19 +89,39 @@ def env(pg_database: str, tmp_path: Path):
         _, ops_key = create_api_key(s, Role.ops)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    settings = Settings(var_dir=tmp_path / "var", database_url=pg_database, broker_url=REDIS_URL,
+    settings = Settings(var_dir=tmp_path_factory.mktemp("lti") / "var", database_url=url, broker_url=REDIS_URL,
                         public_base_url=base, max_audio_bytes=MAX_AUDIO, lti_jwks_cache_s=300)
     gateway = ServerThread(create_app(settings, sessions=sessions), port).start()
     platform = LtiPlatform(base).start()
     other = LtiPlatform(base).start()
-    e = Env(base, sessions, ops_key, platform, other, settings)
-    assert e.register(platform, "acme").status_code == 201
-    assert e.register(other, "beta").status_code == 201
-    yield e
-    platform.stop()
-    other.stop()
-    gateway.stop()
-    engine.dispose()
+    try:
+        yield Env(base, sessions, ops_key, platform, other, settings)
+    finally:
+        platform.stop()
+        other.stop()
+        gateway.stop()
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+LTI_STATE = ("lti_grades", "lti_launches", "lti_login_states", "lti_registrations", "lti_tool_keys", "submissions")
+
+
+@pytest.fixture
+def env(stack: Env) -> Env:
+    """Empty LTI tables and submissions, fresh platform data, both platforms registered again."""
+    from sqlalchemy import text
+
+    with session_scope(stack.sessions) as s:
+        s.execute(text(f"TRUNCATE {', '.join(LTI_STATE)} CASCADE"))
+    for p in (stack.platform, stack.other):
+        p.resource_links.clear(), p.lineitems.clear(), p.scores.clear(), p.members.clear()
+        p.token_requests, p.fail_scores_with = 0, None
+    assert stack.register(stack.platform, "acme").status_code == 201
+    assert stack.register(stack.other, "beta").status_code == 201
+    return stack
 
 
 @pytest.fixture
@@ -343,3 +373,31 @@ def test_nrps_roster_for_teachers(env: Env, browser: httpx.Client) -> None:
     assert members["learner-7"]["latest"]["total"] == 8 and members["learner-8"]["latest"] is None
     assert roster.json()["context"]["id"] == "course-1"
     assert httpx.get(f"{env.base}/v1/lti/courses/course-1/roster", headers={"X-API-Key": outsider}).status_code == 403
+
+
+def test_platform_keys_cached_and_refetched_on_unknown_kid(env: Env) -> None:
+    from api_gateway.lti.errors import LaunchRefused
+    from api_gateway.lti.platform_keys import PlatformKeyCache
+    from tests.lti_support import _pem_pair
+
+    platform = LtiPlatform(env.base).start()  # its own platform: rotating its key disturbs no other test
+    try:
+        url = f"{platform.issuer}/jwks"
+        cache = PlatformKeyCache(ttl_s=300, min_refetch_s=0)
+        old_kid = platform.registration().get_kid()
+        assert cache.key_for(url, old_kid).kid == old_kid
+        assert cache.key_for(url, old_kid).kid == old_kid and cache.fetches == 1  # cached
+        platform.private_pem, platform.public_pem = _pem_pair()  # the platform rotates its key
+        new_kid = platform.registration().get_kid()
+        assert cache.key_for(url, new_kid).kid == new_kid and cache.fetches == 2  # unknown kid: refetched
+        with pytest.raises(LaunchRefused) as refused:
+            cache.key_for(url, "made-up")
+        assert refused.value.code == "unknown_kid" and cache.fetches == 3
+        slow = PlatformKeyCache(ttl_s=300, min_refetch_s=60)  # made-up kids cannot make it hammer the platform
+        slow.key_for(url, new_kid)
+        for _ in range(3):
+            with pytest.raises(LaunchRefused):
+                slow.key_for(url, "made-up")
+        assert slow.fetches == 1
+    finally:
+        platform.stop()
