@@ -71,7 +71,9 @@ def begin_login(session: Session, settings: Settings, params: dict[str, str], br
     browser_id = browser_id if browser_id and len(browser_id) >= 32 else secrets.token_urlsafe(32)
     state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     now = utcnow()
+    # Housekeeping on the way: logins that never came back, launch pages long expired.
     session.execute(delete(LtiLoginState).where(LtiLoginState.expires_at < now - timedelta(hours=1)))
+    session.execute(delete(LtiLaunch).where(LtiLaunch.expires_at < now - timedelta(days=1)))
     session.add(LtiLoginState(state=state, nonce=nonce, registration_id=registration.id,
                               browser_hash=sha256(browser_id), created_at=now,
                               expires_at=now + timedelta(seconds=settings.lti_state_ttl_s)))

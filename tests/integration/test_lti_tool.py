@@ -8,8 +8,9 @@ Redis (db from APA_TEST_REDIS_URL) as the broker the upload publishes to.
 
 from __future__ import annotations
 
-import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -66,20 +67,11 @@ class Env:
                           headers={"X-API-Key": self.ops_key})
 
 
-@pytest.fixture(scope="module")
-def stack(pg_server: str, tmp_path_factory):
-    """One database, gateway and pair of platforms for the module (each test starts from empty
-    LTI tables, see `env`): starting them per test would cost seconds each."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
+@contextmanager
+def running_stack(url: str, folder: Path) -> Iterator[Env]:
+    """Migrated database with tenants acme and beta and an ops key, the gateway and two platforms."""
     from api_gateway.app import create_app
 
-    name = f"apa_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(pg_server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(pg_server).set(database=name).render_as_string(hide_password=False)
     upgrade(url)
     engine = make_engine(url)
     sessions = make_session_factory(engine)
@@ -89,7 +81,7 @@ def stack(pg_server: str, tmp_path_factory):
         _, ops_key = create_api_key(s, Role.ops)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    settings = Settings(var_dir=tmp_path_factory.mktemp("lti") / "var", database_url=url, broker_url=REDIS_URL,
+    settings = Settings(var_dir=folder / "var", database_url=url, broker_url=REDIS_URL,
                         public_base_url=base, max_audio_bytes=MAX_AUDIO, lti_jwks_cache_s=300)
     gateway = ServerThread(create_app(settings, sessions=sessions), port).start()
     platform = LtiPlatform(base).start()
@@ -101,6 +93,24 @@ def stack(pg_server: str, tmp_path_factory):
         other.stop()
         gateway.stop()
         engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def stack(pg_server: str, tmp_path_factory):
+    """One database, gateway and pair of platforms for the module (each test starts from empty
+    LTI tables, see `env`): starting them per test would cost seconds each."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"apa_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(pg_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(pg_server).set(database=name).render_as_string(hide_password=False)
+    try:
+        with running_stack(url, tmp_path_factory.mktemp("lti")) as env:
+            yield env
+    finally:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
@@ -401,3 +411,19 @@ def test_platform_keys_cached_and_refetched_on_unknown_kid(env: Env) -> None:
         assert slow.fetches == 1
     finally:
         platform.stop()
+
+
+def test_embedded_sqlite_launch_upload_and_replay(sqlite_database: str, tmp_path: Path) -> None:
+    """The same tool on the embedded SQLite database (naive timestamps, no SKIP LOCKED)."""
+    with running_stack(sqlite_database, tmp_path) as env, httpx.Client(timeout=30) as browser:
+        assert env.register(env.platform, "acme").status_code == 201
+        page_url = _recording_page(env, browser)
+        clip = (SAMPLE_DIR / "audio" / "000030012.flac").read_bytes()
+        up = browser.post(f"{page_url}/recordings", content=clip, headers={"content-type": "audio/flac"})
+        assert up.status_code == 202, up.text
+        action, fields = platform_launch_form(browser, env.platform, "learner-1", resource_link="rl-x")
+        assert browser.post(action, data=fields).status_code == 303
+        assert browser.post(action, data=fields).headers["x-lti-error"] == "nonce_replayed"
+        expired = launch(browser, env.platform, "learner-1", resource_link="rl-x", tamper="expired")
+        assert expired.headers["x-lti-error"] == "token_expired"
+        assert env.count(LtiLaunch) == 3 and env.count(LtiGrade) == 1
