@@ -27,13 +27,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader
 from lti1p3platform.ltiplatform import LTI1P3PlatformConfAbstract
+from lti1p3platform.membership import Context
 from lti1p3platform.message_launch import LTIAdvantageMessageLaunchAbstract
 from lti1p3platform.oidc_login import OIDCLoginAbstract
 from lti1p3platform.registration import Registration
 from lti1p3platform.request import Request as LtiRequest
-from lti1p3platform.service_connector import AssignmentsGradesService, NamesRoleProvisioningService
-from lti1p3platform.membership import Context
 from lti1p3platform.score import UpdateScoreStatus
+from lti1p3platform.service_connector import AssignmentsGradesService, NamesRoleProvisioningService
 
 from tests.conftest import free_port, wait_for_port
 
@@ -72,7 +72,7 @@ class ServerThread:
 class PreparedRequest(LtiRequest):
     """lti1p3platform's request wrapper over data already read from a FastAPI request."""
 
-    def __init__(self, meta: dict[str, Any]) -> None:  # noqa: D107 - the library's build_metadata is sync
+    def __init__(self, meta: dict[str, Any]) -> None:
         self.request = meta  # type: ignore[assignment]
 
 
@@ -148,7 +148,7 @@ class LtiPlatform:
             query["tamper"] = tamper
         return f"{self.issuer}/start?{urlencode(query)}"
 
-    def app(self) -> FastAPI:  # noqa: C901 - one closure per route keeps the platform in one place
+    def app(self) -> FastAPI:
         platform = self
         app = FastAPI()
 
@@ -305,8 +305,8 @@ class LtiPlatform:
 
 # -- a browser: follows the platform's and the tool's redirects and auto-posting forms -------------
 
-_FORM = re.compile(r"<form[^>]*action=['\"]([^'\"]+)['\"]", re.I)
-_INPUT = re.compile(r"<input[^>]*name=['\"]([^'\"]+)['\"][^>]*value=['\"]([^'\"]*)['\"]", re.I)
+_FORM = re.compile(r"<form[^>]*action=['\"]([^'\"]+)['\"]", re.IGNORECASE)
+_INPUT = re.compile(r"<input[^>]*name=['\"]([^'\"]+)['\"][^>]*value=['\"]([^'\"]*)['\"]", re.IGNORECASE)
 
 
 def autopost_form(html: str) -> tuple[str, dict[str, str]]:

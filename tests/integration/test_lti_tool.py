@@ -38,10 +38,9 @@ from fleet.settings import Settings
 from tests.conftest import REDIS_URL, SAMPLE_DIR, free_port
 from tests.lti_support import (
     INSTRUCTOR,
-    ServerThread,
     LtiPlatform,
+    ServerThread,
     autopost_form,
-    follow,
     launch,
     platform_launch_form,
 )
