@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import httpx
+import jwt
 import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -140,8 +141,10 @@ class LtiPlatform:
                 "keyset_url": f"{self.issuer}/jwks"}
 
     def start_url(self, user: str, *, kind: str = "resource", resource_link: str | None = None,
-                  roles: list[str] | None = None, tamper: str | None = None) -> str:
+                  roles: list[str] | None = None, tamper: str | None = None, accept: str | None = None) -> str:
         query = {"user": user, "kind": kind, "roles": ",".join(roles or [LEARNER])}
+        if accept:
+            query["accept"] = accept
         if resource_link:
             query["rl"] = resource_link
         if tamper:
@@ -192,9 +195,9 @@ class LtiPlatform:
 
         @app.get("/start")
         def start(user: str, kind: str = "resource", roles: str = LEARNER, rl: str | None = None,
-                  tamper: str | None = None) -> RedirectResponse:
+                  tamper: str | None = None, accept: str | None = None) -> RedirectResponse:
             login = Login(None, platform.config())
-            login.set_lti_message_hint(kind=kind, roles=roles.split(","), rl=rl, tamper=tamper)
+            login.set_lti_message_hint(kind=kind, roles=roles.split(","), rl=rl, tamper=tamper, accept=accept)
             if kind == "deeplink":
                 login.set_deeplinking_launch_url()
             return login.initiate_login(user)
@@ -209,7 +212,8 @@ class LtiPlatform:
                                  full_name=f"User {req.get_data['login_hint']}")
             launch.set_launch_context_claim("course-1", context_title="Phonetics 101", context_label="PH101")
             if hint.get("kind") == "deeplink":
-                launch.set_dl(f"{platform.issuer}/deep-link-return", title="Add a read-aloud", extra_data={"x": "1"})
+                launch.set_dl(f"{platform.issuer}/deep-link-return", title="Add a read-aloud", extra_data={"x": "1"},
+                              accept_types=set(hint["accept"].split(",")) if hint.get("accept") else None)
             else:
                 link = platform.resource_links.get(hint.get("rl") or "", {})
                 launch.set_resource_link_claim(hint.get("rl") or "rl-none", title=link.get("title"))
@@ -275,7 +279,10 @@ class LtiPlatform:
                 return JSONResponse({"error": "down"}, status_code=platform.fail_scores_with)
             req = await prepared(request)
             service = Grades(req, platform.config(), f"{platform.issuer}/lineitems", f"{platform.issuer}/lineitems/{lineitem}")
-            resp = service.handle_resp(service.handle_update_score, line_item_id=lineitem)
+            try:
+                resp = service.handle_resp(service.handle_update_score, line_item_id=lineitem)
+            except jwt.PyJWTError as exc:  # the library lets a bad bearer token escape: answer as an LMS does
+                return JSONResponse({"error": f"invalid token: {exc}"}, status_code=401)
             return JSONResponse({"message": resp.message}, status_code=resp.code)
 
         class Roster(NamesRoleProvisioningService):

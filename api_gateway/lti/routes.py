@@ -207,6 +207,10 @@ async def deep_link_submit(token: str, request: Request, session: SessionDep, se
     if launch_row.message_type != c.DEEP_LINKING_REQUEST:
         return refused(LaunchRefused("not_a_deep_link_launch", "this page belongs to an activity launch", 403))
     action = f"{settings.public_base_url.rstrip('/')}/lti/s/{token}/deep-link"
+    dl_settings = (launch_row.claims or {}).get(c.DL_SETTINGS) or {}
+    if "ltiResourceLink" not in (dl_settings.get("accept_types") or []):
+        return refused(LaunchRefused("resource_link_not_accepted",
+                                     "this placement does not accept activity links (ltiResourceLink)", 422))
     title = (form.get("title") or "Read aloud").strip()[:200]
     text = (form.get("reference_text") or "").strip()
     phones_raw = (form.get("reference_phones") or "").strip()

@@ -193,6 +193,19 @@ def test_deep_link_then_learner_launch(env: Env, browser: httpx.Client) -> None:
         assert row.resource_link_id == rl and row.context_id == "course-1"
 
 
+def test_deep_link_refused_where_the_placement_takes_no_activity_links(env: Env, browser: httpx.Client) -> None:
+    form_page = launch(browser, env.platform, "teacher-1", kind="deeplink", roles=[INSTRUCTOR], accept="link,file")
+    assert form_page.status_code == 200
+    answer = browser.post(f"{env.base}{urlsplit(str(form_page.url)).path}",
+                          data={"title": "t", "reference_text": "MARK IS GOING", "reference_phones": ""})
+    assert answer.status_code == 422 and answer.headers["x-lti-error"] == "resource_link_not_accepted"
+    bad_text = launch(browser, env.platform, "teacher-1", kind="deeplink", roles=[INSTRUCTOR])
+    answer = browser.post(f"{env.base}{urlsplit(str(bad_text.url)).path}",
+                          data={"title": "t", "reference_text": "MARK IS GLORPING", "reference_phones": ""})
+    assert answer.status_code == 422 and "GLORPING" in answer.text  # the form again, naming the unknown word
+    assert env.platform.resource_links == {}
+
+
 NEGATIVE = ["bad_signature", "wrong_audience", "expired", "unknown_deployment"]
 EXPECTED = {"bad_signature": "bad_signature", "wrong_audience": "wrong_audience", "expired": "token_expired",
             "unknown_deployment": "unknown_deployment"}
@@ -426,3 +439,25 @@ def test_embedded_sqlite_launch_upload_and_replay(sqlite_database: str, tmp_path
         expired = launch(browser, env.platform, "learner-1", resource_link="rl-x", tamper="expired")
         assert expired.headers["x-lti-error"] == "token_expired"
         assert env.count(LtiLaunch) == 3 and env.count(LtiGrade) == 1
+
+
+def test_passback_drops_a_refused_token_and_retries_with_a_new_one(env: Env, browser: httpx.Client) -> None:
+    from workers.lti_passback import SCORE_SCOPE, TokenCache, due_grades, post_grade, promote_finished
+
+    _scored_submission(env, browser, 6)
+    cache = TokenCache()
+    key = (env.platform.tool_registration["auth_token_url"], env.platform.client_id, SCORE_SCOPE)
+    cache.put(key, "revoked-token", 3600)  # a token the platform no longer accepts
+    with env.sessions() as s, httpx.Client() as http:
+        promote_finished(s)
+        (gid,) = due_grades(s)
+        assert post_grade(s, gid, http, max_attempts=3, cache=cache) is not None
+        grade = s.get(LtiGrade, gid)
+        assert grade.status is LtiGradeStatus.pending and grade.last_status_code == 401
+        assert cache.get(key) is None and env.platform.token_requests == 0
+        s.execute(LtiGrade.__table__.update().values(next_attempt_at=grade.created_at))
+        s.commit()
+        assert post_grade(s, gid, http, max_attempts=3, cache=cache) is None
+        s.refresh(grade)
+        assert grade.status is LtiGradeStatus.delivered and grade.attempts == 2
+    assert env.platform.token_requests == 1 and [x["scoreGiven"] for x in env.platform.scores] == [60.0]
