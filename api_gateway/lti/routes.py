@@ -15,7 +15,9 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
 
 from api_gateway.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from api_gateway.errors import ApiError
@@ -87,7 +89,7 @@ async def login_post(request: Request, session: SessionDep, settings: SettingsDe
 async def login(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     try:
         params = await form_fields(request)
-        redirect = begin_login(session, settings, params, request.cookies.get(BROWSER_COOKIE))
+        redirect = await run_in_threadpool(begin_login, session, settings, params, request.cookies.get(BROWSER_COOKIE))
     except LaunchRefused as exc:
         return refused(exc)
     response = RedirectResponse(redirect.url, status_code=302)
@@ -103,7 +105,9 @@ async def launch(request: Request, session: SessionDep, settings: SettingsDep) -
     try:
         form = await form_fields(request)
         keys = platform_keys(settings.lti_jwks_cache_s)
-        launched = complete_launch(session, settings, form, request.cookies.get(BROWSER_COOKIE), keys)
+        # database work and the platform's JWKS download: off the event loop
+        launched = await run_in_threadpool(complete_launch, session, settings, form,
+                                           request.cookies.get(BROWSER_COOKIE), keys)
     except LaunchRefused as exc:
         return refused(exc)
     base = settings.public_base_url.rstrip("/")
@@ -149,13 +153,11 @@ async def upload_recording(
     token: str, request: Request, session: SessionDep, store: StoreDep, celery: CeleryDep, settings: SettingsDep
 ) -> dict[str, Any]:
     try:
-        launch_row = find_launch(session, token)
+        launch_row = await run_in_threadpool(find_launch, session, token)
     except LaunchRefused as exc:
         raise ApiError(exc.status_code, exc.code, exc.message) from None
     content_type = media_type(request.headers.get("content-type"))
     audio = await _audio_body(request, settings.max_audio_bytes)
-    from fastapi.concurrency import run_in_threadpool
-
     sub = await run_in_threadpool(
         accept_recording, session, launch=launch_row, audio=audio, content_type=content_type,
         store=store, celery=celery, settings=settings,
@@ -201,6 +203,14 @@ def deep_link_form(token: str, session: SessionDep, settings: SettingsDep) -> Re
 async def deep_link_submit(token: str, request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     try:
         form = await form_fields(request)
+    except LaunchRefused as exc:
+        return refused(exc)
+    return await run_in_threadpool(_deep_link_answer, token, form, session, settings)
+
+
+def _deep_link_answer(token: str, form: dict[str, str], session: Session, settings: Settings) -> Response:
+    """Validate the teacher's form and answer with the signed response (or the form with the error)."""
+    try:
         launch_row = find_launch(session, token)
     except LaunchRefused as exc:
         return refused(exc)
