@@ -249,6 +249,13 @@ def test_unknown_deployment_at_login_and_unknown_issuer(env: Env, browser: httpx
     r = browser.get(f"{env.base}/lti/login?{urlencode({**query, 'iss': 'https://evil.example', 'lti_deployment_id': 'dep-1'})}")
     assert r.status_code == 400 and r.headers["x-lti-error"] == "unknown_registration"
     assert env.count(LtiLoginState) == 0
+    posted = browser.post(f"{env.base}/lti/login", data={**query, "lti_deployment_id": "dep-1"})  # Canvas posts it
+    assert posted.status_code == 302 and posted.headers["location"].startswith(f"{env.platform.issuer}/auth?")
+    sent = dict(parse_qsl(urlsplit(posted.headers["location"]).query))
+    assert (sent["response_type"], sent["response_mode"], sent["prompt"], sent["scope"]) == (
+        "id_token", "form_post", "none", "openid")
+    assert sent["redirect_uri"] == f"{env.base}/lti/launch" and sent["client_id"] == env.platform.client_id
+    assert env.count(LtiLoginState) == 1
 
 
 def test_launch_for_another_tenants_registration_is_refused(env: Env, browser: httpx.Client) -> None:
