@@ -103,6 +103,10 @@ def create_app(
     app.include_router(training.router)
     install_docs(app)
     ui.mount(app)  # teachers' pages under /ui (api_gateway/ui)
+    from api_gateway.lti import ops_routes as lti_ops, routes as lti_routes
+
+    app.include_router(lti_routes.router)
+    app.include_router(lti_ops.router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

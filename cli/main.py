@@ -7,6 +7,7 @@ import typer
 from cli.accounts import keys_app, tenants_app
 from cli.database import db_app
 from cli.gateway import gateway
+from cli.lti import lti_app
 from cli.demo import demo
 from cli.score import score
 from cli.services import beat, run, worker, worker_health
@@ -16,6 +17,7 @@ app = typer.Typer(help="apa-fleet: pronunciation assessment for learning platfor
 app.add_typer(db_app, name="db")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
+app.add_typer(lti_app, name="lti")
 app.command("gateway")(gateway)
 app.command()(score)
 app.command()(worker)

@@ -395,3 +395,102 @@ class UiSession(Base):
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(TS, index=True)
+
+
+# --- LTI 1.3 Advantage (issue 13): the tool's keys, platform registrations, launches, grades ---
+
+
+class LtiGradeStatus(str, enum.Enum):
+    waiting = "waiting"  # the submission is not finished yet
+    pending = "pending"  # scored: the score is to be posted (retries back off)
+    delivered = "delivered"
+    failed = "failed"  # gave up (refused for good, or attempts used up): visible to ops
+    skipped = "skipped"  # the recording failed: nothing is posted
+
+
+class LtiToolKey(Base):
+    """The tool's RSA signing keys. The newest active one signs; retired ones stay in the JWKS
+    until removed, so platforms holding a cached key set keep verifying during a rotation."""
+
+    __tablename__ = "lti_tool_keys"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    kid: Mapped[str] = mapped_column(String(100), unique=True)
+    private_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    retired_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class LtiRegistration(Base):
+    """One LMS (issuer + client id) registered for a tenant, with the deployments it may launch."""
+
+    __tablename__ = "lti_registrations"
+    __table_args__ = (UniqueConstraint("issuer", "client_id"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    issuer: Mapped[str] = mapped_column(String(500))
+    client_id: Mapped[str] = mapped_column(String(200))
+    deployment_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    auth_login_url: Mapped[str] = mapped_column(String(2048))
+    auth_token_url: Mapped[str] = mapped_column(String(2048))
+    keyset_url: Mapped[str] = mapped_column(String(2048))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+
+class LtiLoginState(Base):
+    """An OIDC login in flight: the state and nonce we sent, bound to the browser's cookie."""
+
+    __tablename__ = "lti_login_states"
+
+    state: Mapped[str] = mapped_column(String(100), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(100), unique=True)
+    registration_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("lti_registrations.id", ondelete="CASCADE"))
+    browser_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(TS, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(TS)  # set once by the launch: a replay finds it used
+
+
+class LtiLaunch(Base):
+    """A validated launch: what the recording (or deep-linking) page may do, found by its token's hash."""
+
+    __tablename__ = "lti_launches"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    registration_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("lti_registrations.id", ondelete="CASCADE"))
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    deployment_id: Mapped[str] = mapped_column(String(200))
+    message_type: Mapped[str] = mapped_column(String(40))
+    user_id: Mapped[str] = mapped_column(String(200))
+    roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    context_id: Mapped[str | None] = mapped_column(String(200))
+    resource_link_id: Mapped[str | None] = mapped_column(String(200))
+    claims: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # the LTI claims the pages use
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(TS)
+
+
+class LtiGrade(Base):
+    """AGS passback outbox for one launch-created submission (retried like result callbacks)."""
+
+    __tablename__ = "lti_grades"
+    __table_args__ = (Index("ix_lti_grades_due", "status", "next_attempt_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    submission_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("submissions.id", ondelete="CASCADE"), unique=True)
+    registration_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("lti_registrations.id", ondelete="CASCADE"))
+    lineitem_url: Mapped[str] = mapped_column(String(2048))
+    user_id: Mapped[str] = mapped_column(String(200))
+    status: Mapped[LtiGradeStatus] = mapped_column(_enum(LtiGradeStatus, "lti_grade_status"), default=LtiGradeStatus.waiting)
+    score_given: Mapped[float | None] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    next_attempt_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(TS)

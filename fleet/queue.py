@@ -24,6 +24,8 @@ SWEEP_TASK = "apa.sweep"
 TRAIN_TASK = "apa.train"
 DISCOVER_BATCHES_TASK = "apa.discover_batches"
 VALIDATE_BATCH_TASK = "apa.validate_batch"
+LTI_GRADE_TASK = "apa.lti_grade"
+LTI_GRADES_DUE_TASK = "apa.lti_grades_due"
 
 ROUTES = {
     SCORE_TASK: {"queue": SCORE_QUEUE},
@@ -35,8 +37,10 @@ ROUTES = {
     # beside the callbacks and the sweeper (a long one there blocks deliveries).
     DISCOVER_BATCHES_TASK: {"queue": TRAIN_QUEUE},
     VALIDATE_BATCH_TASK: {"queue": TRAIN_QUEUE},
+    LTI_GRADE_TASK: {"queue": DELIVER_QUEUE},
+    LTI_GRADES_DUE_TASK: {"queue": DELIVER_QUEUE},
 }
-WORKER_TASK_MODULES = ("workers.tasks", "training_jobs.tasks")
+WORKER_TASK_MODULES = ("workers.tasks", "training_jobs.tasks", "workers.lti_tasks")
 """Modules that register tasks on the worker app, named (not imported) so fleet stays at the bottom."""
 
 
@@ -90,6 +94,7 @@ def make_celery(settings: Settings) -> Celery:
             "sweep-stuck-submissions": {"task": SWEEP_TASK, "schedule": settings.sweep_interval_s},
             "deliver-due-callbacks": {"task": DELIVER_DUE_TASK, "schedule": settings.deliver_poll_interval_s},
             "discover-annotation-batches": {"task": DISCOVER_BATCHES_TASK, "schedule": settings.discover_interval_s},
+            "lti-grade-passback": {"task": LTI_GRADES_DUE_TASK, "schedule": settings.deliver_poll_interval_s},
         },
     )
     return app

@@ -111,6 +111,13 @@ class Settings(BaseSettings):
             self.public_base_url = f"http://{host}:{self.gateway_port}"
         return self
 
+    # LTI 1.3 tool (api_gateway/lti, workers/lti_passback.py)
+    lti_leeway_s: int = 60  # clock skew allowed on id_token exp/iat
+    lti_state_ttl_s: int = 600  # an OIDC login must come back within this
+    lti_launch_ttl_s: int = 7200  # how long a launch's recording page stays usable
+    lti_jwks_cache_s: int = 300  # platform key sets are cached this long (refetched on an unknown kid)
+    lti_max_grade_attempts: int = 8
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
