@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from db.models import LtiGrade, LtiGradeStatus, LtiRegistration, Submission, SubmissionStatus, utcnow
 from fleet.lti_oauth import TOKENS, TokenCache, TokenError, access_token
-from workers.persist import backoff_s
+from fleet.retry import RetryPolicy
 
 LEASE_S = 60
 SCORE_SCOPE = "https://purl.imsglobal.org/spec/lti-ags/scope/score"
@@ -90,8 +90,9 @@ def _lease(session: Session, grade_id: uuid.UUID) -> bool:
 
 
 def post_grade(session: Session, grade_id: uuid.UUID, http: httpx.Client, *, max_attempts: int,
-               cache: TokenCache = TOKENS) -> float | None:
-    """One try at posting a pending grade; returns seconds until the next try, or None when finished."""
+               cache: TokenCache = TOKENS, policy: RetryPolicy = RetryPolicy()) -> float | None:
+    """One try at posting a pending grade; returns seconds until the next try, or None when finished.
+    The wait comes from the shared retry policy (the same backoff as scoring and callbacks)."""
     if not _lease(session, grade_id):
         return None
     grade = session.get(LtiGrade, grade_id)
@@ -127,7 +128,7 @@ def post_grade(session: Session, grade_id: uuid.UUID, http: httpx.Client, *, max
     elif grade.attempts >= max_attempts:
         grade.status = LtiGradeStatus.failed
     else:
-        retry_in = backoff_s(grade.attempts)
+        retry_in = policy.delay_s(grade.attempts)
         grade.next_attempt_at = utcnow() + timedelta(seconds=retry_in)
     session.commit()
     return retry_in

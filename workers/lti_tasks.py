@@ -16,7 +16,8 @@ from workers.lti_passback import due_grades, post_grade, promote_finished
 @app.task(name=LTI_GRADE_TASK, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=8)
 def lti_grade_task(grade_id: str) -> None:
     with resources.sessions()() as s, httpx.Client() as http:
-        retry_in = post_grade(s, uuid.UUID(grade_id), http, max_attempts=resources.settings().lti_max_grade_attempts)
+        retry_in = post_grade(s, uuid.UUID(grade_id), http, max_attempts=resources.settings().lti_max_grade_attempts,
+                             policy=resources.settings().retry_policy(delivery=True))
     if retry_in is not None:
         publish(app, LTI_GRADE_TASK, grade_id, countdown=retry_in)
 
