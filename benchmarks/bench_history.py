@@ -5,7 +5,8 @@
 
 Goes through the real gateway: `create_app` with its own engine and pool on the seeded Postgres,
 called in-process with FastAPI's TestClient (routing, auth, key lookup, the queries, pydantic
-serialization; no network). The four cases are called round-robin (interleaved, so background load
+serialization; no network). A fifth case, an authenticated 404 (key check + one primary-key
+lookup), is the floor every read route pays in the same run on the same machine. The cases are called round-robin (interleaved, so background load
 on the shared machine hits them alike) after a warm-up; each figure is the wall time of one call.
 The learner, course and teacher scope come from the `bench_meta` table the seeding script wrote.
 Results: a table on stdout and `benchmarks/results/history_<label>.json`.
@@ -66,6 +67,8 @@ def main() -> None:
 
     learner, course = meta["learner_id"], meta["course_id"]
     cases = {
+        # the floor of an authenticated read in the same run: key check + one primary-key lookup (404)
+        "floor: unknown submission, ops": (f"/v1/submissions/{uuid.UUID(int=0)}", ops),
         "history teacher": (f"/v1/learners/{learner}/scores?limit={args.limit}", teacher),
         "history ops": (f"/v1/learners/{learner}/scores?limit={args.limit}", ops),
         "course teacher": (f"/v1/courses/{course}/learners", teacher),
@@ -82,13 +85,15 @@ def main() -> None:
                     t0 = time.perf_counter()
                     r = client.get(path, headers={"X-API-Key": key})
                     dt = (time.perf_counter() - t0) * 1000
-                    if r.status_code != 200:
+                    if r.status_code != (404 if name.startswith("floor") else 200):
                         sys.exit(f"{name}: {r.status_code} {r.text[:300]}")
                     if rnd >= args.warmup:
                         timings[name].append(dt)
                     elif rnd == 0:
                         body = r.json()
-                        if "items" in body:
+                        if name.startswith("floor"):
+                            shape[name] = "404"
+                        elif "items" in body:
                             agg = body["aggregates"]["total"]
                             shape[name] = f"{len(body['items'])} items, total n={agg['n']}"
                         else:

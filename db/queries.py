@@ -213,13 +213,15 @@ def learner_aggregates(session: Session, flt: HistoryFilter) -> dict[str, dict[s
     return out
 
 
+_SUMMARY = CourseLearnerSummary
+
+
 @lru_cache(maxsize=4)
 def _course_statement(by_tenant: bool) -> Select:
-    S = CourseLearnerSummary
-    stmt = select(S).where(S.course_id == bindparam("course_id"))
+    stmt = select(*_SUMMARY.__table__.columns).where(_SUMMARY.course_id == bindparam("course_id"))
     if by_tenant:
-        stmt = stmt.where(S.tenant_id == bindparam("tenant_id"))
-    return stmt.order_by(S.tenant_id, S.learner_id)
+        stmt = stmt.where(_SUMMARY.tenant_id == bindparam("tenant_id"))
+    return stmt.order_by(_SUMMARY.tenant_id, _SUMMARY.learner_id)
 
 
 def course_learners(
@@ -229,25 +231,22 @@ def course_learners(
 
     Learners appear once they have at least one scored submission in the course; ordered by
     tenant then learner id. Read from `course_learner_summaries` (one row per learner, kept by the
-    worker's result transaction); `db.summary.recompute_course_learners` gives the same from the
-    submissions themselves.
+    worker's result transaction; plain rows, no ORM objects); `db.summary.recompute_course_learners`
+    gives the same from the submissions themselves.
     """
     params: dict[str, Any] = {"course_id": course_id}
     if tenant_id is not None:
         params["tenant_id"] = tenant_id
     learners = []
-    for row in session.scalars(_course_statement(tenant_id is not None), params):
+    for row in session.execute(_course_statement(tenant_id is not None), params).mappings():
         learners.append(
             {
-                "tenant_id": str(row.tenant_id),
-                "learner_id": row.learner_id,
-                "count": int(row.n),
-                "latest_at": iso(row.latest_at),
-                "latest": {a: getattr(row, f"latest_{a}") for a in SENTENCE_ASPECTS},
-                "mean": {
-                    a: (getattr(row, f"sum_{a}") / getattr(row, f"cnt_{a}") if getattr(row, f"cnt_{a}") else None)
-                    for a in SENTENCE_ASPECTS
-                },
+                "tenant_id": str(row["tenant_id"]),
+                "learner_id": row["learner_id"],
+                "count": int(row["n"]),
+                "latest_at": iso(row["latest_at"]),
+                "latest": {a: row[f"latest_{a}"] for a in SENTENCE_ASPECTS},
+                "mean": {a: (row[f"sum_{a}"] / row[f"cnt_{a}"] if row[f"cnt_{a}"] else None) for a in SENTENCE_ASPECTS},
             }
         )
     return learners
