@@ -69,6 +69,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument("--repeat", type=int, default=2, help="throughput runs (best of)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--only-throughput", action="store_true", help="skip the per-utterance comparison")
+    ap.add_argument("--trim-window", action="store_true",
+                    help="score with the audio window cut to the longest clip of each call (default: 30 s)")
+    ap.add_argument("--compare-window", action="store_true",
+                    help="score every utterance with the 30 s and the trimmed window and report the differences")
     args = ap.parse_args(argv)
     console = Console()
 
@@ -83,7 +88,7 @@ def main(argv=None) -> int:
     rss_start = peak_rss_mib()
     model_path = args.model or str(build_tiny_model(args.tiny_dir))
     t0 = time.perf_counter()
-    sm = ScoringModel.load(model_path, device=args.device)
+    sm = ScoringModel.load(model_path, device=args.device, **({"trim_audio_window": True} if args.trim_window else {}))
     load_s = time.perf_counter() - t0
     rss_loaded = peak_rss_mib()
     if sm.model_is_tiny:
@@ -150,7 +155,7 @@ def main(argv=None) -> int:
     answer_tokens: list[int] = []
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("per utterance: constrained / no prefix cache / free generate", total=len(inputs))
-        for k, x in enumerate(inputs):
+        for k, x in enumerate([] if args.only_throughput else inputs):
             _, _, first = timed(constrained, x)  # its answer length is the free-generate budget
             n_tokens = len(compile_template(tok, x.template).answer_ids({n: v for n, (v, _) in first.values.items()}))
             fns = {
@@ -165,6 +170,22 @@ def main(argv=None) -> int:
                 stats[m][2].append(out)
             answer_tokens.append(n_tokens)
             progress.advance(task)
+    if args.only_throughput:  # placeholders so the report code below stays one path
+        for m in methods:
+            stats[m] = ([(0, 0)], [0.0], [None])
+        answer_tokens = [0]
+    window_cmp = None
+    if args.compare_window:
+        full = sm.score(inputs, batch_size=args.batch) if not sm.trim_audio_window else None
+        sm.trim_audio_window = not sm.trim_audio_window
+        other = sm.score(inputs, batch_size=args.batch)
+        sm.trim_audio_window = not sm.trim_audio_window
+        full, trimmed = (full, other) if full is not None else (other, sm.score(inputs, batch_size=args.batch))
+        diffs = [abs(a.values[k][1] - b.values[k][1]) for a, b in zip(full, trimmed) for k in a.values]
+        flips = sum(a.values[k][0] != b.values[k][0] for a, b in zip(full, trimmed) for k in a.values)
+        window_cmp = {"slots": len(diffs), "max_abs_expected_diff": max(diffs), "argmax_changes": flips}
+        console.print(f"30 s vs trimmed window over {len(diffs)} scores: max |expected difference| "
+                      f"{max(diffs):.2e}, argmax changes {flips}")
     c_fw, c_t, c_out = stats["constrained"]
     n_fw, n_t, _ = stats["no_prefix_cache"]
     f_fw, f_t, f_out = stats["free"]
@@ -221,8 +242,9 @@ def main(argv=None) -> int:
     )
     if sm.device.type == "cuda":
         console.print(f"peak CUDA memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
-    console.print(f"example constrained answer: {c_out[0].text.splitlines()[0]} ...")
-    console.print(f"example free answer:        {f_out[0][0][:60]!r} ...")
+    if not args.only_throughput:
+        console.print(f"example constrained answer: {c_out[0].text.splitlines()[0]} ...")
+        console.print(f"example free answer:        {f_out[0][0][:60]!r} ...")
 
     figures = {
         "n": len(inputs),
@@ -234,6 +256,11 @@ def main(argv=None) -> int:
         "constrained_no_prefix_cache": {"forwards": med(n_fw), "ms": 1000 * med(n_t), "tokens_fed": med(n_fed)},
         "free_generate": {"forwards": med(f_fw), "ms": 1000 * med(f_t), "tokens_fed": med(f_fed)},
         "throughput_utt_s": {"batch_1": tp1, f"batch_{args.batch}": tpb},
+        "throughput_ratio": tpb / tp1,
+        "forwards_at_batch": fw_batch,
+        "trim_window": bool(getattr(sm, "trim_audio_window", False)),
+        "window_comparison": window_cmp,
+        "threads": torch.get_num_threads(),
         "peak_rss_mib": rss_end,
     }
     if args.json:

@@ -74,7 +74,22 @@ def main() -> None:
         "course teacher": (f"/v1/courses/{course}/learners", teacher),
         "course ops": (f"/v1/courses/{course}/learners", ops),
     }
-    timings: dict[str, list[float]] = {k: [] for k in cases}
+    # The same queries called directly (no HTTP, no auth): the database work of each route.
+    from db.queries import HistoryFilter, course_learners, learner_aggregates, learner_history
+
+    tenant_uuid = uuid.UUID(meta["tenant_id"])
+    scope = tuple(meta["teacher_courses"].split(","))
+    flt = {"teacher": HistoryFilter(learner_id=learner, tenant_id=tenant_uuid, courses=scope),
+           "ops": HistoryFilter(learner_id=learner)}
+    direct = {
+        "queries only: history teacher": lambda s: (learner_history(s, flt["teacher"], limit=args.limit),
+                                                    learner_aggregates(s, flt["teacher"])),
+        "queries only: history ops": lambda s: (learner_history(s, flt["ops"], limit=args.limit),
+                                                learner_aggregates(s, flt["ops"])),
+        "queries only: course teacher": lambda s: course_learners(s, course, tenant_id=tenant_uuid),
+        "queries only: course ops": lambda s: course_learners(s, course),
+    }
+    timings: dict[str, list[float]] = {k: [] for k in (*cases, *direct)}
     shape: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(var_dir=Path(tmp), database_url=url, broker_url="filesystem://")
@@ -89,7 +104,7 @@ def main() -> None:
                         sys.exit(f"{name}: {r.status_code} {r.text[:300]}")
                     if rnd >= args.warmup:
                         timings[name].append(dt)
-                    elif rnd == 0:
+                    if rnd == 0:
                         body = r.json()
                         if name.startswith("floor"):
                             shape[name] = "404"
@@ -98,6 +113,13 @@ def main() -> None:
                             shape[name] = f"{len(body['items'])} items, total n={agg['n']}"
                         else:
                             shape[name] = f"{len(body['learners'])} learners"
+                for name, fn in direct.items():
+                    with sessions() as s:
+                        t0 = time.perf_counter()
+                        fn(s)
+                        dt = (time.perf_counter() - t0) * 1000
+                    if rnd >= args.warmup:
+                        timings[name].append(dt)
     engine.dispose()
 
     rows = []
