@@ -162,10 +162,10 @@ def window_frames(n_samples: Sequence[int], trim: bool) -> int:
 def prepare_prompts(
     processor, audios: Sequence, instructions: Sequence[str], requests: Sequence[str], *, trim_window: bool = False
 ) -> list[PreparedPrompt]:
-    """`prepare_prompt` for a batch, in one feature-extractor call and one tokenizer call per part.
-
-    The log-mel features of the whole batch come from one (torch, batched) STFT; with
-    `trim_window` the window is `window_frames(..., trim=True)` instead of 30 s (see there). Token
+    """`prepare_prompt` for a batch: one tokenizer call per prompt part for the whole batch and, with
+    `trim_window`, one feature-extractor call (one batched STFT) over a window of
+    `window_frames(..., trim=True)` instead of 30 s (see there); at the full 30 s window the
+    features are extracted clip by clip, which costs less CPU there than one batched call. Token
     ids equal `prepare_prompt`'s: the audio placeholder is expanded to the same count of audio tokens
     the processor inserts."""
     if not (len(audios) == len(instructions) == len(requests)):
@@ -174,11 +174,19 @@ def prepare_prompts(
         return []
     clips = [_check_audio(a) for a in audios]
     frames = window_frames([c.size for c in clips], trim_window)
-    fe = processor.feature_extractor(
-        clips, sampling_rate=SAMPLE_RATE, return_attention_mask=True, padding="max_length",
-        max_length=frames * HOP, return_tensors="pt",
-    )
-    features, fmask = fe["input_features"], fe["attention_mask"]
+
+    def extract(group: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        fe = processor.feature_extractor(
+            group, sampling_rate=SAMPLE_RATE, return_attention_mask=True, padding="max_length",
+            max_length=frames * HOP, return_tensors="pt",
+        )
+        return fe["input_features"], fe["attention_mask"]
+
+    if frames < FULL_WINDOW_FRAMES:  # one STFT for the batch
+        features, fmask = extract(clips)
+    else:  # measured: at 30 s a batched STFT costs more CPU than one per clip (memory-bound)
+        parts = [extract([c]) for c in clips]
+        features, fmask = torch.cat([f for f, _ in parts]), torch.cat([m for _, m in parts])
     tok = processor.tokenizer
     audio_token = getattr(processor, "audio_token", "<|AUDIO|>")
     texts = [build_prompt_texts(i, r) for i, r in zip(instructions, requests)]

@@ -53,7 +53,8 @@ class ModelPool:
             if self._model is None:
                 from pronunciation.runtime import ScoringModel
 
-                self._model = ScoringModel.load(ensure_model_files(self.settings), device=self.settings.device)
+                self._model = ScoringModel.load(ensure_model_files(self.settings), device=self.settings.device,
+                                                 trim_audio_window=self.settings.trim_audio_window)
             return self._model
 
     def active_adapter(self) -> tuple[str, str] | None:
