@@ -69,6 +69,11 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument("--repeat", type=int, default=2, help="throughput runs (best of)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--only-throughput", action="store_true", help="skip the per-utterance comparison")
+    ap.add_argument("--trim-window", action="store_true",
+                    help="score with the audio window cut to the longest clip of each call (default: 30 s)")
+    ap.add_argument("--compare-window", action="store_true",
+                    help="score every utterance with the 30 s and the trimmed window and report the differences")
     args = ap.parse_args(argv)
     console = Console()
 
@@ -83,7 +88,7 @@ def main(argv=None) -> int:
     rss_start = peak_rss_mib()
     model_path = args.model or str(build_tiny_model(args.tiny_dir))
     t0 = time.perf_counter()
-    sm = ScoringModel.load(model_path, device=args.device)
+    sm = ScoringModel.load(model_path, device=args.device, **({"trim_audio_window": True} if args.trim_window else {}))
     load_s = time.perf_counter() - t0
     rss_loaded = peak_rss_mib()
     if sm.model_is_tiny:
@@ -150,7 +155,7 @@ def main(argv=None) -> int:
     answer_tokens: list[int] = []
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("per utterance: constrained / no prefix cache / free generate", total=len(inputs))
-        for k, x in enumerate(inputs):
+        for k, x in enumerate([] if args.only_throughput else inputs):
             _, _, first = timed(constrained, x)  # its answer length is the free-generate budget
             n_tokens = len(compile_template(tok, x.template).answer_ids({n: v for n, (v, _) in first.values.items()}))
             fns = {
@@ -165,21 +170,43 @@ def main(argv=None) -> int:
                 stats[m][2].append(out)
             answer_tokens.append(n_tokens)
             progress.advance(task)
+    if args.only_throughput:  # placeholders so the report code below stays one path
+        for m in methods:
+            stats[m] = ([(0, 0)], [0.0], [None])
+        answer_tokens = [0]
+    window_cmp = None
+    if args.compare_window:
+        full = sm.score(inputs, batch_size=args.batch) if not sm.trim_audio_window else None
+        sm.trim_audio_window = not sm.trim_audio_window
+        other = sm.score(inputs, batch_size=args.batch)
+        sm.trim_audio_window = not sm.trim_audio_window
+        full, trimmed = (full, other) if full is not None else (other, sm.score(inputs, batch_size=args.batch))
+        diffs = [abs(a.values[k][1] - b.values[k][1]) for a, b in zip(full, trimmed) for k in a.values]
+        flips = sum(a.values[k][0] != b.values[k][0] for a, b in zip(full, trimmed) for k in a.values)
+        window_cmp = {"slots": len(diffs), "max_abs_expected_diff": max(diffs), "argmax_changes": flips}
+        console.print(f"30 s vs trimmed window over {len(diffs)} scores: max |expected difference| "
+                      f"{max(diffs):.2e}, argmax changes {flips}")
     c_fw, c_t, c_out = stats["constrained"]
     n_fw, n_t, _ = stats["no_prefix_cache"]
     f_fw, f_t, f_out = stats["free"]
     c_fed, n_fed, f_fed = ([f for _, f in fw] for fw in (c_fw, n_fw, f_fw))
     c_fw, n_fw, f_fw = ([c for c, _ in fw] for fw in (c_fw, n_fw, f_fw))
 
+    cpu_tp: dict[int, float] = {}
+
     def throughput(batch):
+        """Utterances/s by wall time (returned) and by this process's CPU time (kept in cpu_tp):
+        on a shared CPU machine other processes stretch the wall time, not the CPU time a run uses
+        (with --threads 1 the CPU time is the work done)."""
         sync()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"constrained, batch {batch}", total=len(inputs))
             for s in range(0, len(inputs), batch):
                 sm.score(inputs[s : s + batch], batch_size=batch)
                 progress.advance(task, min(batch, len(inputs) - s))
         sync()
+        cpu_tp[batch] = max(cpu_tp.get(batch, 0.0), len(inputs) / (time.process_time() - c))
         return len(inputs) / (time.perf_counter() - t)
 
     tp1, tpb, fw_batch = 0.0, 0.0, 0
@@ -203,26 +230,31 @@ def main(argv=None) -> int:
         ("free generate (greedy)", f_fw, f_fed, f_t),
     ):
         table.add_row(label, f"{med(fw):.0f}", f"{1000 * med(t):.1f}", f"{med(fd):.0f}", f"{med(answer_tokens):.0f}")
-    console.print(table)
+    if not args.only_throughput:
+        console.print(table)
+        console.print(
+            f"speed-up vs free generate: {med(f_t) / med(c_t):.1f}x wall, {med(f_fw) / med(c_fw):.1f}x fewer forwards"
+        )
     console.print(
         f"score slots/utt: median {med(n_slots):.0f}; prompt tokens: shared prefix {med(prefix_len):.0f} + "
         f"per-request {med(suffix_len):.0f} (audio included)"
     )
     console.print(
-        f"speed-up vs free generate: {med(f_t) / med(c_t):.1f}x wall, {med(f_fw) / med(c_fw):.1f}x fewer forwards"
-    )
-    console.print(
         f"throughput, constrained: batch 1 {tp1:.1f} utt/s, batch {args.batch} {tpb:.1f} utt/s "
         f"({tpb / tp1:.2f}x; {fw_batch} forwards for {len(inputs)} utterances at batch {args.batch})"
     )
+    if sm.device.type == "cpu":
+        c1, cb = cpu_tp[1], cpu_tp[args.batch]
+        console.print(f"throughput by CPU time: batch 1 {c1:.1f} utt/s, batch {args.batch} {cb:.1f} utt/s ({cb / c1:.2f}x)")
     console.print(
         f"peak RSS: {rss_end:.0f} MiB (after imports {rss_start:.0f} MiB, after model load {rss_loaded:.0f} MiB); "
         f"model load {load_s:.2f} s"
     )
     if sm.device.type == "cuda":
         console.print(f"peak CUDA memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
-    console.print(f"example constrained answer: {c_out[0].text.splitlines()[0]} ...")
-    console.print(f"example free answer:        {f_out[0][0][:60]!r} ...")
+    if not args.only_throughput:
+        console.print(f"example constrained answer: {c_out[0].text.splitlines()[0]} ...")
+        console.print(f"example free answer:        {f_out[0][0][:60]!r} ...")
 
     figures = {
         "n": len(inputs),
@@ -234,6 +266,12 @@ def main(argv=None) -> int:
         "constrained_no_prefix_cache": {"forwards": med(n_fw), "ms": 1000 * med(n_t), "tokens_fed": med(n_fed)},
         "free_generate": {"forwards": med(f_fw), "ms": 1000 * med(f_t), "tokens_fed": med(f_fed)},
         "throughput_utt_s": {"batch_1": tp1, f"batch_{args.batch}": tpb},
+        "throughput_ratio": tpb / tp1,
+        "cpu_time_throughput_utt_s": {f"batch_{b}": v for b, v in cpu_tp.items()},
+        "forwards_at_batch": fw_batch,
+        "trim_window": bool(getattr(sm, "trim_audio_window", False)),
+        "window_comparison": window_cmp,
+        "threads": torch.get_num_threads(),
         "peak_rss_mib": rss_end,
     }
     if args.json:

@@ -147,6 +147,9 @@ class Submission(Base):
         UniqueConstraint("tenant_id", "webhook_id"),
         # A learner's history, newest first (B-tree indexes scan backwards, so no DESC needed).
         Index("ix_submissions_learner_history", "tenant_id", "learner_id", "created_at"),
+        # The same history for ops keys, which read across tenants: an index that does not lead with
+        # tenant_id, ending in the full (created_at, id) order so a page is a backward range scan.
+        Index("ix_submissions_learner_created", "learner_id", "created_at", "id"),
         # A course's recent results.
         Index("ix_submissions_course_recent", "tenant_id", "course_id", "created_at"),
         # When a course last changed (one index probe): the teachers' course page cache key.
@@ -258,6 +261,42 @@ class PhoneScore(Base):
     accuracy_expected: Mapped[float] = mapped_column(Float)
 
     word: Mapped[WordScore] = relationship(back_populates="phones")
+
+
+class CourseLearnerSummary(Base):
+    """Per (course, tenant, learner): what the course view shows, kept current by the worker.
+
+    The worker's result transaction adds each scored submission (with a sentence row) here
+    (`db.summary.add_scored`), so the course view reads one row per learner instead of every
+    submission of the course. Sums and counts per aspect give the means (mean = sum / count over
+    non-null values); `latest_*` are the sentence values of the newest scored submission by
+    (created_at, id), null where that submission lacks the aspect. The primary key leads with the
+    course, so both a teacher (one tenant) and ops (every tenant) read a contiguous range.
+    """
+
+    __tablename__ = "course_learner_summaries"
+
+    course_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    learner_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    n: Mapped[int] = mapped_column(Integer)
+    sum_accuracy: Mapped[int] = mapped_column(Integer)
+    cnt_accuracy: Mapped[int] = mapped_column(Integer)
+    sum_fluency: Mapped[int] = mapped_column(Integer)
+    cnt_fluency: Mapped[int] = mapped_column(Integer)
+    sum_prosody: Mapped[int] = mapped_column(Integer)
+    cnt_prosody: Mapped[int] = mapped_column(Integer)
+    sum_completeness: Mapped[int] = mapped_column(Integer)
+    cnt_completeness: Mapped[int] = mapped_column(Integer)
+    sum_total: Mapped[int] = mapped_column(Integer)
+    cnt_total: Mapped[int] = mapped_column(Integer)
+    latest_accuracy: Mapped[int | None] = mapped_column(SmallInteger)
+    latest_fluency: Mapped[int | None] = mapped_column(SmallInteger)
+    latest_prosody: Mapped[int | None] = mapped_column(SmallInteger)
+    latest_completeness: Mapped[int | None] = mapped_column(SmallInteger)
+    latest_total: Mapped[int | None] = mapped_column(SmallInteger)
+    latest_at: Mapped[datetime] = mapped_column(TS)
+    latest_submission_id: Mapped[uuid.UUID] = mapped_column(Uuid)
 
 
 class Delivery(Base):

@@ -22,12 +22,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Float, and_, case, cast, func, literal, or_, select, type_coerce, union_all
+from sqlalchemy import Row, Select, bindparam, case, func, or_, select, tuple_
 from sqlalchemy.orm import Session
 
-from db.models import SentenceScore, Submission, SubmissionStatus
+from db.models import CourseLearnerSummary, SentenceScore, Submission, SubmissionStatus
 from db.results import SENTENCE_ASPECTS, as_utc, iso
 
 
@@ -82,74 +83,157 @@ def _utc(value: datetime) -> datetime:
 
 HistoryKey = tuple[datetime, uuid.UUID]
 
+# What a history item shows, and nothing else: never the raw model output, reference text or
+# phones, which are most of a submission row's bytes.
+_ITEM_COLUMNS: tuple[Any, ...] = (
+    Submission.id, Submission.lms_submission_id, Submission.tenant_id, Submission.course_id,
+    Submission.assignment_id, Submission.status, Submission.granularity, Submission.created_at,
+    Submission.finished_at, Submission.error_code, Submission.error_message,
+    SentenceScore.submission_id.label("sentence_id"),
+    *(getattr(SentenceScore, a) for a in SENTENCE_ASPECTS),
+    *(getattr(SentenceScore, f"{a}_expected") for a in SENTENCE_ASPECTS),
+)
+
+# Which optional filters a HistoryFilter sets: statements are built once per shape (bind
+# parameters for the values) and reused, instead of being rebuilt and recompiled on every call.
+_SHAPE_FIELDS = ("tenant_id", "courses", "course_id", "assignment_id", "since", "until", "status")
+
+
+def _shape(flt: HistoryFilter) -> tuple[bool, ...]:
+    return tuple(getattr(flt, f) is not None for f in _SHAPE_FIELDS)
+
+
+def _params(flt: HistoryFilter) -> dict[str, Any]:
+    params: dict[str, Any] = {"learner_id": flt.learner_id}
+    for f in _SHAPE_FIELDS:
+        value = getattr(flt, f)
+        if value is None:
+            continue
+        if f == "courses":
+            value = list(value)
+        elif f in ("since", "until"):
+            value = _utc(value)
+        params[f] = value
+    return params
+
+
+def _shape_conditions(shape: tuple[bool, ...]) -> list[Any]:
+    has = dict(zip(_SHAPE_FIELDS, shape))
+    conds: list[Any] = [Submission.learner_id == bindparam("learner_id")]
+    if has["tenant_id"]:
+        conds.append(Submission.tenant_id == bindparam("tenant_id"))
+    if has["courses"]:
+        conds.append(Submission.course_id.in_(bindparam("courses", expanding=True)))
+    if has["course_id"]:
+        conds.append(Submission.course_id == bindparam("course_id"))
+    if has["assignment_id"]:
+        conds.append(Submission.assignment_id == bindparam("assignment_id"))
+    if has["since"]:
+        conds.append(Submission.created_at >= bindparam("since"))
+    if has["until"]:
+        conds.append(Submission.created_at < bindparam("until"))
+    if has["status"]:
+        conds.append(Submission.status == bindparam("status"))
+    return conds
+
+
+@lru_cache(maxsize=256)
+def _history_statement(shape: tuple[bool, ...], keyed: bool) -> Select:
+    stmt = (
+        select(*_ITEM_COLUMNS)
+        .outerjoin(SentenceScore, SentenceScore.submission_id == Submission.id)
+        .where(*_shape_conditions(shape))
+    )
+    if keyed:  # a row comparison: one index range on (created_at, id)
+        stmt = stmt.where(
+            tuple_(Submission.created_at, Submission.id)
+            < tuple_(bindparam("after_at", type_=Submission.created_at.type),
+                     bindparam("after_id", type_=Submission.id.type))
+        )
+    return stmt.order_by(Submission.created_at.desc(), Submission.id.desc()).limit(bindparam("limit"))
+
 
 def learner_history(
     session: Session, flt: HistoryFilter, *, limit: int, after: HistoryKey | None = None
-) -> tuple[list[tuple[Submission, SentenceScore | None]], HistoryKey | None]:
-    """One page, newest first, and the key to pass as `after` for the next page (None at the end)."""
-    stmt = (
-        select(Submission, SentenceScore)
-        .outerjoin(SentenceScore, SentenceScore.submission_id == Submission.id)
-        .where(*flt.conditions())
-    )
+) -> tuple[list[Row[Any]], HistoryKey | None]:
+    """One page, newest first, and the key to pass as `after` for the next page (None at the end).
+
+    Each row has the submission's item columns (`id`, `lms_submission_id`, `tenant_id`,
+    `course_id`, `assignment_id`, `status`, `granularity`, `created_at`, `finished_at`,
+    `error_code`, `error_message`) and its sentence scores (`sentence_id` is None when it has none;
+    `accuracy`, `accuracy_expected`, ... otherwise)."""
+    params = _params(flt)
+    params["limit"] = limit + 1
     if after is not None:
-        at, last_id = _utc(after[0]), after[1]
-        stmt = stmt.where(
-            or_(Submission.created_at < at, and_(Submission.created_at == at, Submission.id < last_id))
-        )
-    stmt = stmt.order_by(Submission.created_at.desc(), Submission.id.desc()).limit(limit + 1)
-    rows = [(sub, sent) for sub, sent in session.execute(stmt).all()]
+        params["after_at"], params["after_id"] = _utc(after[0]), after[1]
+    rows = list(session.execute(_history_statement(_shape(flt), after is not None), params).all())
     next_key: HistoryKey | None = None
     if len(rows) > limit:
         rows = rows[:limit]
-        last = rows[-1][0]
+        last = rows[-1]
         next_key = (as_utc(last.created_at), last.id)  # type: ignore[assignment]
     return rows, next_key
 
 
+@lru_cache(maxsize=256)
+def _aggregates_statement(shape: tuple[bool, ...]) -> Select:
+    """ONE statement for every aspect: a single pass over the learner's scored submissions.
+
+    Per aspect a, x_a is the running count of non-null a values in (created_at, id) order minus 1,
+    which is the scored-submission index the trend is defined on; n_a, sum(y), sum(x*y) and the
+    value at x = n_a - 1 (the latest) are all that the slope and the mean need (sum(x) and
+    sum(x^2) over 0..n-1 have closed forms)."""
+    running = {"order_by": (Submission.created_at, Submission.id), "rows": (None, 0)}
+    cols: list[Any] = []
+    for a in SENTENCE_ASPECTS:
+        col = getattr(SentenceScore, a)
+        cols += [col.label(f"y_{a}"), (func.count(col).over(**running) - 1).label(f"x_{a}"),
+                 func.count(col).over().label(f"n_{a}")]
+    points = (
+        select(*cols)
+        .join(SentenceScore, SentenceScore.submission_id == Submission.id)
+        .where(*_shape_conditions(shape), Submission.status == SubmissionStatus.scored)
+        .subquery()
+    )
+    out: list[Any] = []
+    for a in SENTENCE_ASPECTS:
+        x, y, n = points.c[f"x_{a}"], points.c[f"y_{a}"], points.c[f"n_{a}"]
+        out += [func.count(y).label(f"n_{a}"), func.sum(y).label(f"sy_{a}"),
+                func.sum(x * y).label(f"sxy_{a}"), func.max(case((x == n - 1, y))).label(f"latest_{a}")]
+    return select(*out).select_from(points)
+
+
 def learner_aggregates(session: Session, flt: HistoryFilter) -> dict[str, dict[str, Any]]:
     """Per sentence aspect: n, mean, latest, trend (see the module docstring), in one statement."""
-    parts = []
-    for aspect in SENTENCE_ASPECTS:
-        col = getattr(SentenceScore, aspect)
-        points = (
-            select(
-                cast(col, Float).label("y"),
-                (func.row_number().over(order_by=(Submission.created_at, Submission.id)) - 1).label("x"),
-                func.count().over().label("n"),
-            )
-            .join(SentenceScore, SentenceScore.submission_id == Submission.id)
-            .where(*flt.conditions(), Submission.status == SubmissionStatus.scored, col.is_not(None))
-            .subquery()
-        )
-        x, y = cast(points.c.x, Float), points.c.y
-        parts.append(
-            select(
-                literal(aspect).label("aspect"),
-                func.count().label("n"),
-                func.sum(x).label("sx"),
-                func.sum(y).label("sy"),
-                func.sum(x * y).label("sxy"),
-                func.sum(x * x).label("sxx"),
-                func.max(case((points.c.x == points.c.n - 1, y))).label("latest"),
-            ).select_from(points)
-        )
+    row = session.execute(_aggregates_statement(_shape(flt)), _params(flt)).one()
     out: dict[str, dict[str, Any]] = {}
-    for row in session.execute(union_all(*parts)).all():
-        n = int(row.n or 0)
+    for a in SENTENCE_ASPECTS:
+        n = int(getattr(row, f"n_{a}") or 0)
         if n == 0:
-            out[row.aspect] = {"n": 0, "mean": None, "latest": None, "trend": None}
+            out[a] = {"n": 0, "mean": None, "latest": None, "trend": None}
             continue
-        sx, sy, sxy, sxx = (float(v) for v in (row.sx, row.sy, row.sxy, row.sxx))
+        sy, sxy = float(getattr(row, f"sy_{a}")), float(getattr(row, f"sxy_{a}"))
+        sx, sxx = float(n * (n - 1) // 2), float((n - 1) * n * (2 * n - 1) // 6)
         denom = n * sxx - sx * sx
-        slope = (n * sxy - sx * sy) / denom if n >= 2 and denom != 0 else None
-        out[row.aspect] = {
+        latest = getattr(row, f"latest_{a}")
+        out[a] = {
             "n": n,
             "mean": sy / n,
-            "latest": float(row.latest) if row.latest is not None else None,
-            "trend": slope,
+            "latest": float(latest) if latest is not None else None,
+            "trend": (n * sxy - sx * sy) / denom if n >= 2 and denom != 0 else None,
         }
-    return {a: out.get(a, {"n": 0, "mean": None, "latest": None, "trend": None}) for a in SENTENCE_ASPECTS}
+    return out
+
+
+_SUMMARY = CourseLearnerSummary
+
+
+@lru_cache(maxsize=4)
+def _course_statement(by_tenant: bool) -> Select:
+    stmt = select(*_SUMMARY.__table__.columns).where(_SUMMARY.course_id == bindparam("course_id"))
+    if by_tenant:
+        stmt = stmt.where(_SUMMARY.tenant_id == bindparam("tenant_id"))
+    return stmt.order_by(_SUMMARY.tenant_id, _SUMMARY.learner_id)
 
 
 def course_learners(
@@ -158,56 +242,23 @@ def course_learners(
     """Each learner of a course (per tenant): scored count, mean and latest sentence scores.
 
     Learners appear once they have at least one scored submission in the course; ordered by
-    tenant then learner id.
+    tenant then learner id. Read from `course_learner_summaries` (one row per learner, kept by the
+    worker's result transaction; plain rows, no ORM objects); `db.summary.recompute_course_learners`
+    gives the same from the submissions themselves.
     """
-    conds: list[Any] = [Submission.course_id == course_id, Submission.status == SubmissionStatus.scored]
+    params: dict[str, Any] = {"course_id": course_id}
     if tenant_id is not None:
-        conds.append(Submission.tenant_id == tenant_id)
-    ranked = (
-        select(
-            Submission.tenant_id,
-            Submission.learner_id,
-            Submission.created_at,
-            *(getattr(SentenceScore, a).label(a) for a in SENTENCE_ASPECTS),
-            func.row_number()
-            .over(
-                partition_by=(Submission.tenant_id, Submission.learner_id),
-                order_by=(Submission.created_at.desc(), Submission.id.desc()),
-            )
-            .label("rn"),
-        )
-        .join(SentenceScore, SentenceScore.submission_id == Submission.id)
-        .where(*conds)
-        .subquery()
-    )
-    cols: list[Any] = [ranked.c.tenant_id, ranked.c.learner_id, func.count().label("n")]
-    for a in SENTENCE_ASPECTS:
-        c = ranked.c[a]
-        cols.append(func.avg(cast(c, Float)).label(f"mean_{a}"))
-        cols.append(func.max(case((ranked.c.rn == 1, c))).label(f"latest_{a}"))
-    latest_at = func.max(case((ranked.c.rn == 1, ranked.c.created_at)))
-    cols.append(type_coerce(latest_at, Submission.created_at.type).label("latest_at"))
-    stmt = (
-        select(*cols)
-        .group_by(ranked.c.tenant_id, ranked.c.learner_id)
-        .order_by(ranked.c.tenant_id, ranked.c.learner_id)
-    )
+        params["tenant_id"] = tenant_id
     learners = []
-    for row in session.execute(stmt).mappings():
+    for row in session.execute(_course_statement(tenant_id is not None), params).mappings():
         learners.append(
             {
                 "tenant_id": str(row["tenant_id"]),
                 "learner_id": row["learner_id"],
                 "count": int(row["n"]),
                 "latest_at": iso(row["latest_at"]),
-                "latest": {
-                    a: (int(row[f"latest_{a}"]) if row[f"latest_{a}"] is not None else None)
-                    for a in SENTENCE_ASPECTS
-                },
-                "mean": {
-                    a: (float(row[f"mean_{a}"]) if row[f"mean_{a}"] is not None else None)
-                    for a in SENTENCE_ASPECTS
-                },
+                "latest": {a: row[f"latest_{a}"] for a in SENTENCE_ASPECTS},
+                "mean": {a: (row[f"sum_{a}"] / row[f"cnt_{a}"] if row[f"cnt_{a}"] else None) for a in SENTENCE_ASPECTS},
             }
         )
     return learners

@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     deliver_poll_interval_s: float = 10.0
     discover_interval_s: float = 300.0
     score_batch_size: int = 8
+    # Cut Qwen2-Audio's 30 s encoder window to the longest clip of each scoring call: the same scores
+    # up to float rounding (measured: max 1.1e-6 on expected values, no argmax change), several times
+    # less encoder work for short clips. Off by default until checked with the real weights on GPU.
+    trim_audio_window: bool = False
 
     # Callbacks go only to https URLs on the tenant's registered origin, never to private addresses;
     # this lets the embedded mode and tests post to http://127.0.0.1 (loopback only, nothing else).

@@ -136,6 +136,127 @@ def prepare_prompt(processor, audio, instructions: str, request: str) -> Prepare
     )
 
 
+FULL_WINDOW_FRAMES = 3000  # mel frames (10 ms each) in Qwen2-Audio's 30 s encoder window
+HOP = 160  # samples per mel frame
+
+
+def audio_tokens(frames: int) -> int:
+    """Audio placeholder tokens for `frames` real mel frames (the processor's formula)."""
+    return (((frames - 1) // 2 + 1) - 2) // 2 + 1
+
+
+def window_frames(n_samples: Sequence[int], trim: bool) -> int:
+    """The mel window for clips of these lengths: 3,000 frames (30 s, what Qwen2-Audio's encoder
+    was built for), or with `trim` the longest clip's frames + 2, rounded up to whole seconds.
+
+    Why trimming changes nothing but cost: the model masks padded frames out of the encoder's
+    attention, and a real frame's convolutions reach at most 2 frames past the clip, so every frame
+    the language model sees is computed from the same numbers (float rounding aside) when the window
+    ends at least 2 frames after the longest clip. Padding frames are log-mel of silence either way."""
+    if not trim:
+        return FULL_WINDOW_FRAMES
+    longest = max(-(-int(n) // HOP) for n in n_samples)
+    return min(FULL_WINDOW_FRAMES, -(-(longest + 2) // 100) * 100)
+
+
+def prepare_prompts(
+    processor, audios: Sequence, instructions: Sequence[str], requests: Sequence[str], *, trim_window: bool = False
+) -> list[PreparedPrompt]:
+    """`prepare_prompt` for a batch: one tokenizer call per prompt part for the whole batch and, with
+    `trim_window`, one feature-extractor call (one batched STFT) over a window of
+    `window_frames(..., trim=True)` instead of 30 s (see there); at the full 30 s window the
+    features are extracted clip by clip, which costs less CPU there than one batched call. Token
+    ids equal `prepare_prompt`'s: the audio placeholder is expanded to the same count of audio tokens
+    the processor inserts."""
+    if not (len(audios) == len(instructions) == len(requests)):
+        raise ValueError("one instructions text and one request per audio")
+    if not audios:
+        return []
+    clips = [_check_audio(a) for a in audios]
+    frames = window_frames([c.size for c in clips], trim_window)
+
+    def extract(group: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        fe = processor.feature_extractor(
+            group, sampling_rate=SAMPLE_RATE, return_attention_mask=True, padding="max_length",
+            max_length=frames * HOP, return_tensors="pt",
+        )
+        return fe["input_features"], fe["attention_mask"]
+
+    if frames < FULL_WINDOW_FRAMES:  # one STFT for the batch
+        features, fmask = extract(clips)
+    else:  # measured: at 30 s a batched STFT costs more CPU than one per clip (memory-bound)
+        parts = [extract([c]) for c in clips]
+        features, fmask = torch.cat([f for f, _ in parts]), torch.cat([m for _, m in parts])
+    tok = processor.tokenizer
+    audio_token = getattr(processor, "audio_token", "<|AUDIO|>")
+    texts = [build_prompt_texts(i, r) for i, r in zip(instructions, requests)]
+    n_audio = [audio_tokens(int(m)) for m in fmask.sum(-1).tolist()]
+    suffixes = [t[1].replace(audio_token, audio_token * n, 1) for t, n in zip(texts, n_audio)]
+    prefix_ids = tok([t[0] for t in texts], add_special_tokens=False)["input_ids"]
+    suffix_ids = tok(suffixes)["input_ids"]
+    return [
+        PreparedPrompt(
+            prefix_ids=tuple(int(t) for t in prefix_ids[i]),
+            suffix_ids=tuple(int(t) for t in suffix_ids[i]),
+            input_features=features[i],
+            feature_attention_mask=fmask[i],
+        )
+        for i in range(len(clips))
+    ]
+
+
+def _stack_features(prompts: Sequence[PreparedPrompt]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack the prompts' features; prompts prepared with different windows are brought to the
+    widest by repeating their last (padding) frame, which is what a wider window holds there."""
+    width = max(int(p.input_features.shape[-1]) for p in prompts)
+    feats, masks = [], []
+    for p in prompts:
+        f, m = p.input_features, p.feature_attention_mask
+        extra = width - int(f.shape[-1])
+        if extra:
+            f = torch.cat([f, f[:, -1:].expand(-1, extra)], dim=1)
+            m = torch.cat([m, m.new_zeros(extra)])
+        feats.append(f)
+        masks.append(m)
+    return torch.stack(feats), torch.stack(masks)
+
+
+def encode_audio_window(model, input_ids: torch.Tensor, input_features: torch.Tensor,
+                        feature_attention_mask: torch.Tensor) -> torch.Tensor:
+    """Input embeddings with the audio merged in, for mel windows SHORTER than 30 s.
+
+    `model` is the Qwen2AudioModel (`core.model`). This is the stock encoder forward and merge
+    (transformers' Qwen2AudioModel.forward) with the positional embeddings cut to the window:
+    the stock encoder refuses anything but 3,000 frames, although it masks the padded frames out
+    of attention. At 3,000 frames it computes what the stock path computes."""
+    from transformers.masking_utils import create_bidirectional_mask
+
+    tower = model.audio_tower
+    feats = input_features.to(dtype=tower.conv1.weight.dtype, device=tower.conv1.weight.device)
+    fmask = feature_attention_mask.to(feats.device)
+    feat_lens, out_lens = tower._get_feat_extract_output_lengths(fmask.sum(-1))
+    x = torch.nn.functional.gelu(tower.conv1(feats))
+    x = torch.nn.functional.gelu(tower.conv2(x)).permute(0, 2, 1)
+    steps = x.shape[1]
+    x = x + tower.embed_positions.weight[:steps]
+    real = (torch.arange(steps, device=x.device)[None, :] < feat_lens[:, None]).long()
+    mask = create_bidirectional_mask(config=tower.config, inputs_embeds=x.new_zeros(x.shape[0], steps, 1),
+                                     attention_mask=real)
+    for layer in tower.layers:
+        x = layer(x, mask)
+        if isinstance(x, tuple):  # older layer signatures return a tuple
+            x = x[0]
+    x = tower.avg_pooler(x.permute(0, 2, 1)).permute(0, 2, 1)
+    audio = model.multi_modal_projector(tower.layer_norm(x))
+    keep = torch.arange(audio.shape[1], device=audio.device)[None, :] < out_lens.to(audio.device)[:, None]
+    audio = audio[keep]
+    embeds = model.get_input_embeddings()(input_ids)
+    slots = (input_ids == model.config.audio_token_id).unsqueeze(-1).to(embeds.device)
+    if int(slots.sum()) != audio.shape[0]:
+        raise ValueError(f"audio tokens ({int(slots.sum())}) and audio features ({audio.shape[0]}) do not match")
+    return embeds.masked_scatter(slots, audio.to(embeds.device, embeds.dtype))
+
+
 # --------------------------------------------------------------------------------------------
 # Templates compiled to tokens
 # --------------------------------------------------------------------------------------------
@@ -311,13 +432,9 @@ def _core_model(model):
     return get_base() if callable(get_base) else model
 
 
-def _value_distribution(cslot: CompiledSlot, node_logprobs: dict[tuple[int, ...], torch.Tensor]) -> np.ndarray:
-    """P(value) over cslot.values from full-vocab log-probs at each choice node."""
-    restricted: dict[tuple[int, ...], dict[int, float]] = {}
-    for node, allowed in cslot.choice_nodes:
-        lp = node_logprobs[node][list(allowed)].double()
-        lp = lp - torch.logsumexp(lp, dim=0)
-        restricted[node] = dict(zip(allowed, lp.tolist()))
+def _value_distribution(cslot: CompiledSlot, restricted: dict[tuple[int, ...], dict[int, float]]) -> np.ndarray:
+    """P(value) over cslot.values from each choice node's log-probs, already renormalised over the
+    tokens allowed at that node (`ConstrainedDecoder._collect`)."""
     logp = np.empty(len(cslot.values), dtype=np.float64)
     for i, toks in enumerate(cslot.value_tokens):
         total = 0.0
@@ -386,6 +503,12 @@ class ConstrainedDecoder:
 
     def _lm_forward(self, cache, input_ids, attention_mask, position_ids, **audio):
         core = self._core
+        feats = audio.get("input_features")
+        if feats is not None and feats.shape[-1] != FULL_WINDOW_FRAMES:  # a trimmed window
+            embeds = encode_audio_window(core.model, input_ids, feats, audio["feature_attention_mask"])
+            out = core.model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
+                             cache=cache, use_cache=True)
+            return out.last_hidden_state
         out = core.model(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -395,10 +518,6 @@ class ConstrainedDecoder:
             **audio,
         )
         return out.last_hidden_state
-
-    def _logprobs(self, hidden_rows: torch.Tensor) -> torch.Tensor:
-        logits = self._core.lm_head(hidden_rows)
-        return torch.log_softmax(logits.float(), dim=-1)
 
     def _new_cache(self, layers: list[tuple[torch.Tensor, torch.Tensor]] | None, batch: int):
         from transformers import DynamicCache
@@ -470,22 +589,16 @@ class ConstrainedDecoder:
             attn = torch.zeros(batch, 0, dtype=torch.long, device=device)
             states = [_ItemState(c, [*p.ids, *c.before[0]], 0) for p, c in zip(prompts, compiled)]
 
-        audio = {
-            "input_features": torch.stack([p.input_features for p in prompts]).to(device),
-            "feature_attention_mask": torch.stack([p.feature_attention_mask for p in prompts]).to(device),
-        }
+        feats, fmask = _stack_features(prompts)
+        audio = {"input_features": feats.to(device), "feature_attention_mask": fmask.to(device)}
 
-        while not all(s.done for s in states):
+        every = states  # results come from these, in input order; `states` shrinks as items finish
+        while states:
             # 1. One forward: per item, pending forced tokens + first speculative chain.
             seqs: list[list[int]] = []
             starts: list[list[int]] = []  # position ids
             slot_start: list[int] = []
             for s in states:
-                if s.done:
-                    seqs.append([])
-                    starts.append([])
-                    slot_start.append(0)
-                    continue
                 cslot = s.compiled.slots[s.slot]
                 chain = list(cslot.chains[0])
                 toks = s.pending + chain
@@ -496,33 +609,31 @@ class ConstrainedDecoder:
             audio = {}
             forwards += 1
 
-            node_lp: list[dict[tuple[int, ...], torch.Tensor]] = [{} for _ in states]
+            node_lp: list[dict[tuple[int, ...], dict[int, float]]] = [{} for _ in states]
             chain_cols: list[list[list[int]]] = [[] for _ in states]
-            rows, owners = [], []
+            picks, owners = [], []  # (row, column) of `hidden` to read, and (item, trie node) it gives
+            offset = attn.shape[1] - hidden.shape[1]
             for i, s in enumerate(states):
-                if s.done:
-                    continue
-                cslot = s.compiled.slots[s.slot]
-                chain = cslot.chains[0]
+                chain = s.compiled.slots[s.slot].chains[0]
                 npend = len(s.pending)
                 c = cols[i]
-                rows.append(hidden[i, c[npend - 1]])
+                picks.append((i, c[npend - 1]))
                 owners.append((i, ()))
                 for d in range(len(chain)):
-                    rows.append(hidden[i, c[npend + d]])
+                    picks.append((i, c[npend + d]))
                     owners.append((i, chain[: d + 1]))
-                chain_cols[i].append([attn.shape[1] - hidden.shape[1] + c[npend + d] for d in range(len(chain))])
-            self._collect(rows, owners, node_lp)
+                chain_cols[i].append([offset + c[npend + d] for d in range(len(chain))])
+            self._collect(hidden, picks, owners, states, node_lp)
             for i, cc in enumerate(chain_cols):
                 if cc and cc[-1]:
                     attn[i, cc[-1]] = 0  # speculative: dead unless the chosen value revives it
 
             # 2. Extra speculative chains (only value sets whose inner nodes branch).
-            max_chains = max((len(s.compiled.slots[s.slot].chains) for s in states if not s.done), default=0)
+            max_chains = max(len(s.compiled.slots[s.slot].chains) for s in states)
             for j in range(1, max_chains):
                 seqs, starts, users = [], [], []
                 for i, s in enumerate(states):
-                    chains = s.compiled.slots[s.slot].chains if not s.done else ()
+                    chains = s.compiled.slots[s.slot].chains
                     if j < len(chains):
                         seqs.append(list(chains[j]))
                         starts.append(list(range(slot_start[i], slot_start[i] + len(chains[j]))))
@@ -532,21 +643,22 @@ class ConstrainedDecoder:
                         starts.append([])
                 attn, cols, hidden = self._feed(cache, attn, seqs, starts, {})
                 forwards += 1
-                rows, owners = [], []
+                picks, owners = [], []
+                offset = attn.shape[1] - hidden.shape[1]
                 for i in users:
                     chain = states[i].compiled.slots[states[i].slot].chains[j]
                     for d in range(len(chain)):
-                        rows.append(hidden[i, cols[i][d]])
+                        picks.append((i, cols[i][d]))
                         owners.append((i, chain[: d + 1]))
-                    chain_cols[i].append([attn.shape[1] - hidden.shape[1] + cols[i][d] for d in range(len(chain))])
-                self._collect(rows, owners, node_lp)
+                    chain_cols[i].append([offset + cols[i][d] for d in range(len(chain))])
+                self._collect(hidden, picks, owners, states, node_lp)
                 for i in users:
                     attn[i, chain_cols[i][-1]] = 0
 
             # 3. Choose values; revive the speculative columns on the chosen value's path.
+            revive_rows: list[int] = []
+            revive_cols: list[int] = []
             for i, s in enumerate(states):
-                if s.done:
-                    continue
                 cslot = s.compiled.slots[s.slot]
                 p = _value_distribution(cslot, node_lp[i])
                 k = int(np.argmax(p))
@@ -565,13 +677,27 @@ class ConstrainedDecoder:
                         best_j, best_m = j, m
                 if best_m:
                     revive = chain_cols[i][best_j][:best_m]
-                    attn[i, revive] = 1
+                    revive_rows += [i] * len(revive)
+                    revive_cols += revive
                 s.slot += 1
                 after = s.compiled.before[s.slot] if s.slot < len(s.compiled.slots) else ()
                 s.pending = [*toks[best_m:], *after]
                 s.next_pos = slot_start[i] + best_m
+            if revive_rows:  # one scatter for the whole batch
+                attn[torch.tensor(revive_rows, device=device), torch.tensor(revive_cols, device=device)] = 1
 
-            # 4. Drop trailing columns that are dead for the whole batch.
+            # 4. Finished items leave the batch: their rows of the KV cache and mask are dropped, so
+            #    the remaining steps feed and attend only for items that still have slots.
+            keep = [i for i, s in enumerate(states) if not s.done]
+            if len(keep) < len(states):
+                states = [states[i] for i in keep]
+                if not states:
+                    break
+                index = torch.tensor(keep, device=device)
+                cache.batch_select_indices(index)
+                attn = attn.index_select(0, index)
+
+            # 5. Drop trailing columns that are dead for the whole batch.
             alive = attn.any(dim=0)
             dead_tail = 0
             while dead_tail < attn.shape[1] and not bool(alive[attn.shape[1] - 1 - dead_tail]):
@@ -582,7 +708,7 @@ class ConstrainedDecoder:
 
         return [
             DecodeResult(values=s.values, probabilities=s.probs, text=s.compiled.template.render(s.argmax), forwards=forwards)
-            for s in states
+            for s in every
         ]
 
     def _feed(self, cache, attn, seqs, positions, audio):
@@ -605,12 +731,33 @@ class ConstrainedDecoder:
         hidden = self._lm_forward(cache, ids.to(device), attn, pos.to(device), **audio)
         return attn, cols, hidden
 
-    def _collect(self, rows, owners, node_lp) -> None:
-        if not rows:
+    def _collect(self, hidden, picks, owners, states, node_lp) -> None:
+        """Log-probs at the trie nodes read in this forward, renormalised over each node's allowed
+        tokens, for the whole batch at once: one gather of the hidden rows, one lm_head, one gather
+        of the allowed tokens' logits and one log-softmax over them (the full-vocabulary normaliser
+        cancels in the renormalisation, so it is never computed), then one copy to the host."""
+        if not picks:
             return
-        lp = self._logprobs(torch.stack(rows))
-        for (i, node), row in zip(owners, lp):
-            node_lp[i][node] = row
+        allowed_at = [dict(s.compiled.slots[s.slot].choice_nodes) for s in states]
+        allowed = [allowed_at[i].get(node, ()) for i, node in owners]
+        used = [k for k, a in enumerate(allowed) if a]  # nodes with a single allowed token need no logits
+        if not used:
+            return
+        width = max(len(allowed[k]) for k in used)
+        token_idx = torch.zeros((len(used), width), dtype=torch.long)
+        valid = torch.zeros((len(used), width), dtype=torch.bool)
+        for r, k in enumerate(used):
+            token_idx[r, : len(allowed[k])] = torch.tensor(allowed[k], dtype=torch.long)
+            valid[r, : len(allowed[k])] = True
+        device = hidden.device
+        rows = torch.tensor([picks[k][0] for k in used], device=device)
+        cols = torch.tensor([picks[k][1] for k in used], device=device)
+        logits = self._core.lm_head(hidden[rows, cols]).float()
+        chosen = logits.gather(1, token_idx.to(device)).double().masked_fill(~valid.to(device), float("-inf"))
+        logp = torch.log_softmax(chosen, dim=1).tolist()
+        for r, k in enumerate(used):
+            i, node = owners[k]
+            node_lp[i][node] = dict(zip(allowed[k], logp[r][: len(allowed[k])]))
 
 
 # --------------------------------------------------------------------------------------------

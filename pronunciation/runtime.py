@@ -28,7 +28,7 @@ from pronunciation.decoding import (
     ConstrainedDecoder,
     PreparedPrompt,
     free_generate,
-    prepare_prompt,
+    prepare_prompts,
 )
 from pronunciation.template import Template
 from pronunciation.tiny_model import TINY_MARKER, is_tiny_model
@@ -78,13 +78,18 @@ def _resolve_dtype(dtype, device):
 class ScoringModel:
     """A loaded Qwen2-Audio with its processor, optional LoRA adapters and a constrained decoder."""
 
-    def __init__(self, model, processor, *, model_path: str, model_is_tiny: bool, max_batch_size: int = 8):
+    def __init__(self, model, processor, *, model_path: str, model_is_tiny: bool, max_batch_size: int = 8,
+                 trim_audio_window: bool = False):
         self._base = model  # Qwen2AudioForConditionalGeneration (LoRA layers get injected in place)
         self._model = model  # the base model, or the PeftModel around it once an adapter is loaded
         self.processor = processor
         self.model_path = model_path
         self.model_is_tiny = model_is_tiny
         self.max_batch_size = max_batch_size
+        # Off by default: the encoder gets Qwen2-Audio's full 30 s window. On, `score` cuts the window
+        # to the longest clip of the call (`decoding.window_frames`): same scores up to float
+        # rounding, a fraction of the encoder's cost for short clips (benchmarks/bench_decoding.py).
+        self.trim_audio_window = trim_audio_window
         self._active: str | None = None
         self._lock = threading.RLock()
         self.decoder = ConstrainedDecoder(model, processor)
@@ -101,6 +106,7 @@ class ScoringModel:
         adapter_path: str | os.PathLike | None = None,
         adapter_version: str | None = None,
         max_batch_size: int = 8,
+        trim_audio_window: bool = False,
     ) -> ScoringModel:
         """Load model + processor from a local folder (or hub id, if the hub is reachable).
 
@@ -125,7 +131,8 @@ class ScoringModel:
             model = model.to(dev)
         model.eval()
         processor = AutoProcessor.from_pretrained(model_path)
-        self = cls(model, processor, model_path=model_path, model_is_tiny=tiny, max_batch_size=max_batch_size)
+        self = cls(model, processor, model_path=model_path, model_is_tiny=tiny, max_batch_size=max_batch_size,
+                   trim_audio_window=trim_audio_window)
         if adapter_path is not None:
             self.load_adapter(adapter_path, adapter_version or Path(adapter_path).name)
             self.activate(adapter_version or Path(adapter_path).name)
@@ -220,14 +227,22 @@ class ScoringModel:
     # -- scoring -------------------------------------------------------------------------------
 
     def prepare(self, item: ScoringInput) -> PreparedPrompt:
-        return prepare_prompt(self.processor, item.audio, item.instructions, item.request)
+        return self.prepare_many([item])[0]
+
+    def prepare_many(self, items: Sequence[ScoringInput], *, trim_window: bool | None = None) -> list[PreparedPrompt]:
+        """Prompts for a batch in one feature-extraction call (`decoding.prepare_prompts`)."""
+        trim = self.trim_audio_window if trim_window is None else trim_window
+        return prepare_prompts(self.processor, [x.audio for x in items], [x.instructions for x in items],
+                               [x.request for x in items], trim_window=trim)
 
     def score(self, inputs: Sequence[ScoringInput], *, batch_size: int | None = None) -> list[ScoringOutput]:
         """Constrained decoding of each input's template; batched by `batch_size` (default max_batch_size)."""
         batch_size = batch_size or self.max_batch_size
-        prepared = [self.prepare(item) for item in inputs]
-        # Batch inputs with the same instructions together, so each batch shares one cached prefix.
-        order = sorted(range(len(inputs)), key=lambda i: (prepared[i].prefix_ids, i))
+        prepared = self.prepare_many(inputs)
+        # Batch inputs with the same instructions together, so each batch shares one cached prefix,
+        # and, within those, inputs with similar slot counts (one forward per slot: a batch runs as
+        # many steps as its longest template, so mixed lengths would leave rows idle).
+        order = sorted(range(len(inputs)), key=lambda i: (prepared[i].prefix_ids, len(inputs[i].template.slots), i))
         outputs: list[ScoringOutput | None] = [None] * len(inputs)
         with self._lock:  # the adapter cannot switch in the middle of a call
             version, key = self._active, self._cache_key()
@@ -244,7 +259,7 @@ class ScoringModel:
 
     def free_generate(self, inputs: Sequence[ScoringInput], *, max_new_tokens: int, exact_length: bool = True) -> list[str]:
         """Unconstrained greedy generation on the same prompts (benchmark baseline)."""
-        prepared = [self.prepare(item) for item in inputs]
+        prepared = self.prepare_many(inputs, trim_window=False)  # `generate` takes the stock 30 s window
         with self._lock:
             return free_generate(self._model, self.processor, prepared, max_new_tokens=max_new_tokens, exact_length=exact_length)
 

@@ -44,7 +44,8 @@ class ModelPool:
                 from pronunciation.tiny_model import ensure_model_files
 
                 path = ensure_model_files(self.settings.effective_model_path, tiny=self.settings.uses_tiny_model)
-                self._model = ScoringModel.load(path, device=self.settings.device)
+                self._model = ScoringModel.load(path, device=self.settings.device,
+                                                trim_audio_window=self.settings.trim_audio_window)
             return self._model
 
     def active_adapter(self) -> tuple[str, str] | None:

@@ -22,6 +22,7 @@ from db.models import (
     utcnow,
 )
 from db.results import submission_result
+from db.summary import add_scored as add_to_course_summary
 from fleet.retry import RETRY_WINDOW_EXHAUSTED, RetryPolicy
 from pronunciation.assess import AssessmentResult
 from pronunciation.schema import Score
@@ -92,6 +93,7 @@ def save_scores(
         ]
         session.add(word)
     session.flush()
+    add_to_course_summary(session, sub_id)  # the course view's row, in this same transaction
     sub = session.scalar(select(Submission).where(Submission.id == sub_id).execution_options(populate_existing=True))
     delivery_id = _enqueue_delivery(session, sub)
     session.commit()

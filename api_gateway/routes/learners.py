@@ -9,12 +9,13 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from sqlalchemy import Row
 
 from api_gateway.auth import ReaderDep
 from api_gateway.deps import SessionDep
 from api_gateway.errors import ApiError, error_responses
 from api_gateway.schemas import LearnerHistory
-from db.models import SentenceScore, Submission, SubmissionStatus
+from db.models import SubmissionStatus
 from db.queries import HistoryFilter, HistoryKey, learner_aggregates, learner_history
 from db.results import error_of, iso, sentence_scores
 
@@ -35,7 +36,8 @@ def decode_cursor(cursor: str) -> HistoryKey:
         raise ApiError(400, "invalid_cursor", "the cursor is not one this API returned") from None
 
 
-def history_item(sub: Submission, sentence: SentenceScore | None) -> dict[str, Any]:
+def history_item(sub: Row[Any]) -> dict[str, Any]:
+    """One history row (`db.queries.learner_history`: item columns and sentence scores) as JSON."""
     return {
         "id": str(sub.id),
         "submission_id": sub.lms_submission_id,
@@ -47,7 +49,7 @@ def history_item(sub: Submission, sentence: SentenceScore | None) -> dict[str, A
         "created_at": iso(sub.created_at),
         "finished_at": iso(sub.finished_at),
         "error": error_of(sub),
-        "sentence": sentence_scores(sentence),
+        "sentence": sentence_scores(sub) if sub.sentence_id is not None else None,
     }
 
 
@@ -86,7 +88,7 @@ def learner_scores(
     rows, next_key = learner_history(session, flt, limit=limit, after=after)
     return {
         "learner_id": learner_id,
-        "items": [history_item(sub, sent) for sub, sent in rows],
+        "items": [history_item(row) for row in rows],
         "next_cursor": encode_cursor(next_key) if next_key else None,
         "aggregates": learner_aggregates(session, flt),
         "trend_unit": "points per scored submission",

@@ -23,6 +23,7 @@ from api_gateway.app import create_app
 from db.accounts import create_api_key, create_tenant, revoke_api_key
 from db.engine import make_engine, make_session_factory, session_scope
 from db.models import Role, SentenceScore, Submission, SubmissionStatus
+from db.summary import add_scored as add_to_course_summary
 from fleet.settings import Settings
 from fleet.storage import ObjectStore
 from tests.helpers_webhooks import signed_headers
@@ -195,4 +196,6 @@ def add_scored(
         elif status is SubmissionStatus.failed:
             sub.error_code, sub.error_message = "audio_silent", "no speech energy"
         s.add(sub)
+        s.flush()
+        add_to_course_summary(s, sid)  # as the worker's result transaction does
     return sid

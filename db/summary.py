@@ -1,0 +1,125 @@
+"""The per-(course, tenant, learner) summary behind the course view, and its recomputation.
+
+`add_scored` is called in the worker's result transaction (`workers.persist.save_scores`) right
+after the sentence row is written: one `INSERT ... SELECT ... ON CONFLICT DO UPDATE` that adds the
+submission to its learner's row (count, per-aspect sums and counts) and replaces the `latest_*`
+values when the submission is newer by (created_at, id) than the row's latest. It runs on Postgres
+and SQLite alike. On Postgres concurrent workers serialise on the summary row's lock, and the
+update reads the committed row, so no addition is lost; since it commits or rolls back with the
+scores, the summary never counts a result that was not stored.
+
+`recompute_course_learners` is the old computation from the submissions themselves (a window over
+every scored submission of the course): the reference that tests compare the summary with, and a
+way for ops to check a summary by hand.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import Float, Uuid, bindparam, case, cast, func, select, text, type_coerce
+from sqlalchemy.orm import Session
+
+from db.models import SentenceScore, Submission, SubmissionStatus
+from db.results import SENTENCE_ASPECTS, iso
+
+TABLE = "course_learner_summaries"
+
+
+def _newer() -> str:
+    t = TABLE
+    return (f"(excluded.latest_at > {t}.latest_at OR (excluded.latest_at = {t}.latest_at "
+            f"AND excluded.latest_submission_id > {t}.latest_submission_id))")
+
+
+def _upsert_sql() -> str:
+    aspects = SENTENCE_ASPECTS
+    cols = ["course_id", "tenant_id", "learner_id", "n",
+            *(f"sum_{a}" for a in aspects), *(f"cnt_{a}" for a in aspects),
+            *(f"latest_{a}" for a in aspects), "latest_at", "latest_submission_id"]
+    values = ["s.course_id", "s.tenant_id", "s.learner_id", "1",
+              *(f"coalesce(ss.{a}, 0)" for a in aspects),
+              *(f"CASE WHEN ss.{a} IS NULL THEN 0 ELSE 1 END" for a in aspects),
+              *(f"ss.{a}" for a in aspects), "s.created_at", "s.id"]
+    newer = _newer()
+    sets = [f"n = {TABLE}.n + 1",
+            *(f"sum_{a} = {TABLE}.sum_{a} + excluded.sum_{a}" for a in aspects),
+            *(f"cnt_{a} = {TABLE}.cnt_{a} + excluded.cnt_{a}" for a in aspects),
+            *(f"{c} = CASE WHEN {newer} THEN excluded.{c} ELSE {TABLE}.{c} END"
+              for c in (*(f"latest_{a}" for a in aspects), "latest_at", "latest_submission_id"))]
+    # SQLite parses `... WHERE ... ON CONFLICT` unambiguously only with the WHERE present (it is).
+    return (f"INSERT INTO {TABLE} ({', '.join(cols)}) "
+            f"SELECT {', '.join(values)} FROM submissions s "
+            f"JOIN sentence_scores ss ON ss.submission_id = s.id "
+            f"WHERE s.id = :sid AND s.status = 'scored' "
+            f"ON CONFLICT (course_id, tenant_id, learner_id) DO UPDATE SET {', '.join(sets)}")
+
+
+# Built once: the same statement object every call, so SQLAlchemy's compiled cache serves it.
+_UPSERT = text(_upsert_sql()).bindparams(bindparam("sid", type_=Uuid))
+
+
+def add_scored(session: Session, submission_id: uuid.UUID) -> None:
+    """Add one scored submission (with its sentence row already flushed) to the course summary.
+
+    Call it once per submission, in the transaction that marks it scored: a submission that is not
+    `scored` or has no sentence row adds nothing (the course view counts neither)."""
+    session.execute(_UPSERT, {"sid": submission_id})
+
+
+def recompute_course_learners(
+    session: Session, course_id: str, *, tenant_id: uuid.UUID | None = None
+) -> list[dict[str, Any]]:
+    """The course view computed from every scored submission (the summary's reference)."""
+    conds: list[Any] = [Submission.course_id == course_id, Submission.status == SubmissionStatus.scored]
+    if tenant_id is not None:
+        conds.append(Submission.tenant_id == tenant_id)
+    ranked = (
+        select(
+            Submission.tenant_id,
+            Submission.learner_id,
+            Submission.created_at,
+            *(getattr(SentenceScore, a).label(a) for a in SENTENCE_ASPECTS),
+            func.row_number()
+            .over(
+                partition_by=(Submission.tenant_id, Submission.learner_id),
+                order_by=(Submission.created_at.desc(), Submission.id.desc()),
+            )
+            .label("rn"),
+        )
+        .join(SentenceScore, SentenceScore.submission_id == Submission.id)
+        .where(*conds)
+        .subquery()
+    )
+    cols: list[Any] = [ranked.c.tenant_id, ranked.c.learner_id, func.count().label("n")]
+    for a in SENTENCE_ASPECTS:
+        c = ranked.c[a]
+        cols.append(func.avg(cast(c, Float)).label(f"mean_{a}"))
+        cols.append(func.max(case((ranked.c.rn == 1, c))).label(f"latest_{a}"))
+    latest_at = func.max(case((ranked.c.rn == 1, ranked.c.created_at)))
+    cols.append(type_coerce(latest_at, Submission.created_at.type).label("latest_at"))
+    stmt = (
+        select(*cols)
+        .group_by(ranked.c.tenant_id, ranked.c.learner_id)
+        .order_by(ranked.c.tenant_id, ranked.c.learner_id)
+    )
+    learners = []
+    for row in session.execute(stmt).mappings():
+        learners.append(
+            {
+                "tenant_id": str(row["tenant_id"]),
+                "learner_id": row["learner_id"],
+                "count": int(row["n"]),
+                "latest_at": iso(row["latest_at"]),
+                "latest": {
+                    a: (int(row[f"latest_{a}"]) if row[f"latest_{a}"] is not None else None)
+                    for a in SENTENCE_ASPECTS
+                },
+                "mean": {
+                    a: (float(row[f"mean_{a}"]) if row[f"mean_{a}"] is not None else None)
+                    for a in SENTENCE_ASPECTS
+                },
+            }
+        )
+    return learners
