@@ -79,7 +79,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from pronunciation.decoding import compile_template
+    from pronunciation.compiled_template import compile_template
     from pronunciation.runtime import ScoringModel
     from pronunciation.tiny_model import build_tiny_model
 

@@ -47,7 +47,9 @@ Prefix caching: the prompt is ChatML with the fixed instructions FIRST
 cache is computed once per (adapter, instructions) and copied into each batch; padding then sits
 between the prefix and the per-request part, which explicit positions make harmless.
 
-Training uses `encode_training_example`, which builds the same prompt and tokenizes the answer the
+The pieces: `prompt_inputs` (the prompt and audio window), `compiled_template` (tokens and tries),
+this decoder, `training_examples` (training pairs) and `free_generation` (the benchmark baseline).
+Training uses `training_examples.encode_training_example`, which builds the same prompt and tokenizes the answer the
 same way as decoding forces it, so training and inference agree token for token.
 """
 
@@ -61,346 +63,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from pronunciation.template import Literal, Slot, Template
-
-SYSTEM_PROMPT = "You are a helpful assistant."
-AUDIO_PLACEHOLDER = "<|audio_bos|><|AUDIO|><|audio_eos|>"
-END_OF_TURN = "<|im_end|>"
-SAMPLE_RATE = 16_000
-MAX_AUDIO_SECONDS = 30.0  # the encoder takes exactly 3,000 mel frames (30 s)
-IGNORE_INDEX = -100
-
-
-# --------------------------------------------------------------------------------------------
-# Prompt
-# --------------------------------------------------------------------------------------------
-
-
-def build_prompt_texts(instructions: str, request: str) -> tuple[str, str]:
-    """The ChatML prompt as (shared prefix, per-request suffix).
-
-    prefix = system turn + start of the user turn + instructions + "\\n"
-    suffix = audio placeholder + "\\n" + request + end of user turn + start of the assistant turn
-
-    The split sits right before a special token (`<|audio_bos|>`), where Qwen2's tokenizer always
-    splits, so tokenizing the two parts separately gives the same tokens as the whole text.
-    """
-    prefix = f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n<|im_start|>user\n{instructions}\n"
-    suffix = f"{AUDIO_PLACEHOLDER}\n{request}<|im_end|>\n<|im_start|>assistant\n"
-    return prefix, suffix
-
-
-@dataclass(frozen=True, eq=False)
-class PreparedPrompt:
-    """A tokenized prompt: shared prefix ids, per-request ids (audio expanded) and audio features."""
-
-    prefix_ids: tuple[int, ...]
-    suffix_ids: tuple[int, ...]
-    input_features: torch.Tensor  # (n_mels, 3000)
-    feature_attention_mask: torch.Tensor  # (3000,)
-
-    @property
-    def ids(self) -> list[int]:
-        return [*self.prefix_ids, *self.suffix_ids]
-
-
-def _check_audio(audio) -> np.ndarray:
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.ndim == 2 and 1 in audio.shape:
-        audio = audio.reshape(-1)
-    if audio.ndim != 1:
-        raise ValueError(f"audio must be mono (1-D), got shape {audio.shape}")
-    if audio.size == 0:
-        raise ValueError("audio is empty")
-    if audio.size > MAX_AUDIO_SECONDS * SAMPLE_RATE:
-        raise ValueError(
-            f"audio is {audio.size / SAMPLE_RATE:.1f} s long; Qwen2-Audio takes at most {MAX_AUDIO_SECONDS:.0f} s "
-            "per clip (split longer recordings)"
-        )
-    if not np.isfinite(audio).all():
-        raise ValueError("audio contains NaN or infinite samples")
-    return audio
-
-
-def prepare_prompt(processor, audio, instructions: str, request: str) -> PreparedPrompt:
-    """Tokenize the prompt and compute the audio features (16 kHz mono float32 audio)."""
-    audio = _check_audio(audio)
-    prefix_text, suffix_text = build_prompt_texts(instructions, request)
-    prefix_ids = processor.tokenizer(prefix_text, add_special_tokens=False)["input_ids"]
-    enc = processor(text=[suffix_text], audio=[audio], sampling_rate=SAMPLE_RATE, return_tensors="pt")
-    return PreparedPrompt(
-        prefix_ids=tuple(int(t) for t in prefix_ids),
-        suffix_ids=tuple(int(t) for t in enc["input_ids"][0].tolist()),
-        input_features=enc["input_features"][0],
-        feature_attention_mask=enc["feature_attention_mask"][0],
-    )
-
-
-FULL_WINDOW_FRAMES = 3000  # mel frames (10 ms each) in Qwen2-Audio's 30 s encoder window
-HOP = 160  # samples per mel frame
-
-
-def audio_tokens(frames: int) -> int:
-    """Audio placeholder tokens for `frames` real mel frames (the processor's formula)."""
-    return (((frames - 1) // 2 + 1) - 2) // 2 + 1
-
-
-def window_frames(n_samples: Sequence[int], trim: bool) -> int:
-    """The mel window for clips of these lengths: 3,000 frames (30 s, what Qwen2-Audio's encoder
-    was built for), or with `trim` the longest clip's frames + 2, rounded up to whole seconds.
-
-    Why trimming changes nothing but cost: the model masks padded frames out of the encoder's
-    attention, and a real frame's convolutions reach at most 2 frames past the clip, so every frame
-    the language model sees is computed from the same numbers (float rounding aside) when the window
-    ends at least 2 frames after the longest clip. Padding frames are log-mel of silence either way."""
-    if not trim:
-        return FULL_WINDOW_FRAMES
-    longest = max(-(-int(n) // HOP) for n in n_samples)
-    return min(FULL_WINDOW_FRAMES, -(-(longest + 2) // 100) * 100)
-
-
-def prepare_prompts(
-    processor, audios: Sequence, instructions: Sequence[str], requests: Sequence[str], *, trim_window: bool = False
-) -> list[PreparedPrompt]:
-    """`prepare_prompt` for a batch: one tokenizer call per prompt part for the whole batch and, with
-    `trim_window`, one feature-extractor call (one batched STFT) over a window of
-    `window_frames(..., trim=True)` instead of 30 s (see there); at the full 30 s window the
-    features are extracted clip by clip, which costs less CPU there than one batched call. Token
-    ids equal `prepare_prompt`'s: the audio placeholder is expanded to the same count of audio tokens
-    the processor inserts."""
-    if not (len(audios) == len(instructions) == len(requests)):
-        raise ValueError("one instructions text and one request per audio")
-    if not audios:
-        return []
-    clips = [_check_audio(a) for a in audios]
-    frames = window_frames([c.size for c in clips], trim_window)
-
-    def extract(group: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        fe = processor.feature_extractor(
-            group, sampling_rate=SAMPLE_RATE, return_attention_mask=True, padding="max_length",
-            max_length=frames * HOP, return_tensors="pt",
-        )
-        return fe["input_features"], fe["attention_mask"]
-
-    if frames < FULL_WINDOW_FRAMES:  # one STFT for the batch
-        features, fmask = extract(clips)
-    else:  # measured: at 30 s a batched STFT costs more CPU than one per clip (memory-bound)
-        parts = [extract([c]) for c in clips]
-        features, fmask = torch.cat([f for f, _ in parts]), torch.cat([m for _, m in parts])
-    tok = processor.tokenizer
-    audio_token = getattr(processor, "audio_token", "<|AUDIO|>")
-    texts = [build_prompt_texts(i, r) for i, r in zip(instructions, requests)]
-    n_audio = [audio_tokens(int(m)) for m in fmask.sum(-1).tolist()]
-    suffixes = [t[1].replace(audio_token, audio_token * n, 1) for t, n in zip(texts, n_audio)]
-    prefix_ids = tok([t[0] for t in texts], add_special_tokens=False)["input_ids"]
-    suffix_ids = tok(suffixes)["input_ids"]
-    return [
-        PreparedPrompt(
-            prefix_ids=tuple(int(t) for t in prefix_ids[i]),
-            suffix_ids=tuple(int(t) for t in suffix_ids[i]),
-            input_features=features[i],
-            feature_attention_mask=fmask[i],
-        )
-        for i in range(len(clips))
-    ]
-
-
-def _stack_features(prompts: Sequence[PreparedPrompt]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack the prompts' features; prompts prepared with different windows are brought to the
-    widest by repeating their last (padding) frame, which is what a wider window holds there."""
-    width = max(int(p.input_features.shape[-1]) for p in prompts)
-    feats, masks = [], []
-    for p in prompts:
-        f, m = p.input_features, p.feature_attention_mask
-        extra = width - int(f.shape[-1])
-        if extra:
-            f = torch.cat([f, f[:, -1:].expand(-1, extra)], dim=1)
-            m = torch.cat([m, m.new_zeros(extra)])
-        feats.append(f)
-        masks.append(m)
-    return torch.stack(feats), torch.stack(masks)
-
-
-def encode_audio_window(model, input_ids: torch.Tensor, input_features: torch.Tensor,
-                        feature_attention_mask: torch.Tensor) -> torch.Tensor:
-    """Input embeddings with the audio merged in, for mel windows SHORTER than 30 s.
-
-    `model` is the Qwen2AudioModel (`core.model`). This is the stock encoder forward and merge
-    (transformers' Qwen2AudioModel.forward) with the positional embeddings cut to the window:
-    the stock encoder refuses anything but 3,000 frames, although it masks the padded frames out
-    of attention. At 3,000 frames it computes what the stock path computes."""
-    from transformers.masking_utils import create_bidirectional_mask
-
-    tower = model.audio_tower
-    feats = input_features.to(dtype=tower.conv1.weight.dtype, device=tower.conv1.weight.device)
-    fmask = feature_attention_mask.to(feats.device)
-    feat_lens, out_lens = tower._get_feat_extract_output_lengths(fmask.sum(-1))
-    x = torch.nn.functional.gelu(tower.conv1(feats))
-    x = torch.nn.functional.gelu(tower.conv2(x)).permute(0, 2, 1)
-    steps = x.shape[1]
-    x = x + tower.embed_positions.weight[:steps]
-    real = (torch.arange(steps, device=x.device)[None, :] < feat_lens[:, None]).long()
-    mask = create_bidirectional_mask(config=tower.config, inputs_embeds=x.new_zeros(x.shape[0], steps, 1),
-                                     attention_mask=real)
-    for layer in tower.layers:
-        x = layer(x, mask)
-        if isinstance(x, tuple):  # older layer signatures return a tuple
-            x = x[0]
-    x = tower.avg_pooler(x.permute(0, 2, 1)).permute(0, 2, 1)
-    audio = model.multi_modal_projector(tower.layer_norm(x))
-    keep = torch.arange(audio.shape[1], device=audio.device)[None, :] < out_lens.to(audio.device)[:, None]
-    audio = audio[keep]
-    embeds = model.get_input_embeddings()(input_ids)
-    slots = (input_ids == model.config.audio_token_id).unsqueeze(-1).to(embeds.device)
-    if int(slots.sum()) != audio.shape[0]:
-        raise ValueError(f"audio tokens ({int(slots.sum())}) and audio features ({audio.shape[0]}) do not match")
-    return embeds.masked_scatter(slots, audio.to(embeds.device, embeds.dtype))
-
-
-# --------------------------------------------------------------------------------------------
-# Templates compiled to tokens
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CompiledSlot:
-    name: str
-    values: tuple[int, ...]
-    value_tokens: tuple[tuple[int, ...], ...]  # tokens of str(v) for each v in `values`
-    stop_token: int  # first token after the slot: next literal's first token, or <|im_end|>
-    # Trie nodes (token prefixes) where the model has a choice, with the tokens allowed there.
-    # Only nodes with more than one allowed token; a complete value that could continue allows
-    # `stop_token` too.
-    choice_nodes: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...]
-    # Root paths fed speculatively so every non-root choice node gets its logits; chains[0] rides
-    # along with the literal in the slot's forward, each further chain costs one more forward.
-    chains: tuple[tuple[int, ...], ...]
-
-
-@dataclass(frozen=True)
-class CompiledTemplate:
-    template: Template
-    # literal tokens fed before slot k (after slot k-1's value); len == number of slots
-    before: tuple[tuple[int, ...], ...]
-    tail: tuple[int, ...]  # literal tokens after the last slot (without <|im_end|>)
-    slots: tuple[CompiledSlot, ...]
-    end_token: int
-
-    def answer_ids(self, values: dict[str, int]) -> list[int]:
-        """Token ids of the rendered answer, exactly as decoding forces them, plus <|im_end|>."""
-        ids: list[int] = []
-        for lit, slot in zip(self.before, self.slots):
-            ids.extend(lit)
-            value = values[slot.name]
-            if value not in slot.values:
-                raise ValueError(f"{slot.name}: {value} is not one of {slot.values}")
-            ids.extend(slot.value_tokens[slot.values.index(value)])
-        ids.extend(self.tail)
-        ids.append(self.end_token)
-        return ids
-
-
-def _encode(tokenizer, text: str) -> tuple[int, ...]:
-    return tuple(int(t) for t in tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def _compile_slot(tokenizer, slot: Slot, stop_token: int, memo: dict[int, tuple[int, ...]] | None = None) -> CompiledSlot:
-    if not slot.values:
-        raise ValueError(f"slot {slot.name!r} has no allowed values")
-    if len(set(slot.values)) != len(slot.values):
-        raise ValueError(f"slot {slot.name!r} repeats a value: {slot.values}")
-    memo = {} if memo is None else memo
-    for v in slot.values:
-        if v not in memo:
-            memo[v] = _encode(tokenizer, str(v))
-    value_tokens = tuple(memo[v] for v in slot.values)
-    if any(len(t) == 0 for t in value_tokens):
-        raise ValueError(f"slot {slot.name!r}: a value encodes to no token")
-    complete = set(value_tokens)
-    children: dict[tuple[int, ...], set[int]] = {}
-    for toks in value_tokens:
-        for d in range(len(toks)):
-            children.setdefault(toks[:d], set()).add(toks[d])
-    nodes = []
-    for node in sorted(children, key=lambda n: (len(n), n)):
-        allowed = sorted(children[node])
-        if node in complete:
-            if stop_token in children[node]:
-                raise ValueError(
-                    f"slot {slot.name!r}: the text after the slot starts with a token that could continue a "
-                    "value, so the value would be ambiguous (put a separator after the slot)"
-                )
-            allowed.append(stop_token)
-        if len(allowed) > 1:  # a node with a single allowed token is forced: no logits needed
-            nodes.append((node, tuple(allowed)))
-    # Cover the non-root choice nodes with root paths, deepest first.
-    uncovered = {n for n, _ in nodes if n}
-    chains: list[tuple[int, ...]] = []
-    while uncovered:
-        deepest = max(uncovered, key=lambda n: (len(n), n))
-        chains.append(deepest)
-        uncovered -= {deepest[:d] for d in range(1, len(deepest) + 1)}
-    return CompiledSlot(
-        name=slot.name,
-        values=tuple(slot.values),
-        value_tokens=value_tokens,
-        stop_token=stop_token,
-        choice_nodes=tuple(nodes),
-        chains=tuple(chains) if chains else ((),),
-    )
-
-
-def compile_template(tokenizer, template: Template, end_token: int | None = None) -> CompiledTemplate:
-    """Tokenize a template the way decoding forces it.
-
-    The literal text between two slots (one Literal, or several in a row, joined) is tokenized on
-    its own, without special tokens; a value is the tokenization of str(value). Joining adjacent
-    Literals keeps the tokens the model would naturally see (" " + "MARK/" is " MARK" "/", not
-    " " "MARK" "/"); with Qwen2's pre-tokenizer, which splits every digit off, the result equals the
-    tokenization of the whole rendered answer for ordinary templates.
-    """
-    if end_token is None:
-        end_token = tokenizer.convert_tokens_to_ids(END_OF_TURN)
-    names = [s.name for s in template.slots]
-    if len(set(names)) != len(names):
-        raise ValueError("slot names must be unique within a template")
-    runs: list[str | Slot] = []
-    for seg in template.segments:
-        if isinstance(seg, Literal):
-            if not seg.text:
-                continue
-            if runs and isinstance(runs[-1], str):
-                runs[-1] += seg.text
-            else:
-                runs.append(seg.text)
-        elif isinstance(seg, Slot):
-            if runs and isinstance(runs[-1], Slot):
-                raise ValueError(
-                    f"slots {runs[-1].name!r} and {seg.name!r} are adjacent; a literal separator is needed"
-                )
-            runs.append(seg)
-        else:  # pragma: no cover
-            raise TypeError(f"unknown template segment {seg!r}")
-    pieces: list[tuple[int, ...] | Slot] = [r if isinstance(r, Slot) else _encode(tokenizer, r) for r in runs]
-    before: list[tuple[int, ...]] = []
-    slots: list[CompiledSlot] = []
-    pending: tuple[int, ...] = ()
-    memo: dict[int, tuple[int, ...]] = {}  # value -> tokens of str(value)
-    for i, piece in enumerate(pieces):
-        if isinstance(piece, Slot):
-            nxt = pieces[i + 1] if i + 1 < len(pieces) else None
-            stop = nxt[0] if nxt is not None else end_token
-            before.append(pending)
-            slots.append(_compile_slot(tokenizer, piece, stop, memo))
-            pending = ()
-        else:
-            pending = piece
-    return CompiledTemplate(template=template, before=tuple(before), tail=pending, slots=tuple(slots), end_token=end_token)
-
-
-# --------------------------------------------------------------------------------------------
-# Constrained decoding
-# --------------------------------------------------------------------------------------------
+from pronunciation.compiled_template import (
+    CompiledSlot,
+    CompiledTemplate,
+    compile_template,
+)
+from pronunciation.prompt_inputs import (
+    END_OF_TURN,
+    FULL_WINDOW_FRAMES,
+    PreparedPrompt,
+    encode_audio_window,
+    stack_features,
+)
+from pronunciation.template import Template
 
 
 @dataclass
@@ -426,7 +101,7 @@ class _ItemState:
         return self.slot >= len(self.compiled.slots)
 
 
-def _core_model(model):
+def core_model(model):
     """The Qwen2AudioForConditionalGeneration inside a (possibly peft-wrapped) model."""
     get_base = getattr(model, "get_base_model", None)
     return get_base() if callable(get_base) else model
@@ -495,7 +170,7 @@ class ConstrainedDecoder:
 
     @property
     def _core(self):
-        return _core_model(self.model)
+        return core_model(self.model)
 
     @property
     def device(self) -> torch.device:
@@ -589,7 +264,7 @@ class ConstrainedDecoder:
             attn = torch.zeros(batch, 0, dtype=torch.long, device=device)
             states = [_ItemState(c, [*p.ids, *c.before[0]], 0) for p, c in zip(prompts, compiled)]
 
-        feats, fmask = _stack_features(prompts)
+        feats, fmask = stack_features(prompts)
         audio = {"input_features": feats.to(device), "feature_attention_mask": fmask.to(device)}
 
         every = states  # results come from these, in input order; `states` shrinks as items finish
@@ -758,96 +433,3 @@ class ConstrainedDecoder:
         for r, k in enumerate(used):
             i, node = owners[k]
             node_lp[i][node] = dict(zip(allowed[k], logp[r][: len(allowed[k])]))
-
-
-# --------------------------------------------------------------------------------------------
-# Free generation (baseline for benchmarks) and training examples
-# --------------------------------------------------------------------------------------------
-
-
-def batch_prompts(prompts: Sequence[PreparedPrompt], pad_id: int, device=None) -> dict[str, torch.Tensor]:
-    """Left-pad prompts into model inputs (input_ids, attention_mask, input_features, feature_attention_mask)."""
-    width = max(len(p.ids) for p in prompts)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        seq = p.ids
-        ids[i, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-        mask[i, width - len(seq) :] = 1
-    out = {
-        "input_ids": ids,
-        "attention_mask": mask,
-        "input_features": torch.stack([p.input_features for p in prompts]),
-        "feature_attention_mask": torch.stack([p.feature_attention_mask for p in prompts]),
-    }
-    return {k: v.to(device) for k, v in out.items()} if device is not None else out
-
-
-@torch.inference_mode()
-def free_generate(
-    model,
-    processor,
-    prompts: Sequence[PreparedPrompt],
-    *,
-    max_new_tokens: int,
-    exact_length: bool = True,
-) -> list[str]:
-    """Plain greedy `model.generate` on the same prompts (benchmark baseline; output is unconstrained).
-
-    With `exact_length`, end-of-turn is suppressed until `max_new_tokens` tokens are out, so every
-    item generates exactly that many tokens (a fair cost comparison with constrained decoding).
-    """
-    tok = processor.tokenizer
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-    core = _core_model(model)
-    inputs = batch_prompts(prompts, pad_id, next(core.parameters()).device)
-    kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
-    if exact_length:
-        kwargs["min_new_tokens"] = max_new_tokens
-    out = model.generate(**inputs, **kwargs)
-    new = out[:, inputs["input_ids"].shape[1] :]
-    return tok.batch_decode(new, skip_special_tokens=True)
-
-
-def encode_training_example(processor, instructions: str, request: str, audio, template: Template, values: dict[str, int]) -> dict[str, torch.Tensor]:
-    """One supervised example in the exact layout and tokenization that inference uses.
-
-    Returns unbatched tensors: input_ids (L,), labels (L,) with -100 on the prompt,
-    attention_mask (L,), input_features (n_mels, 3000), feature_attention_mask (3000,).
-    The answer is the template's literal pieces (each run tokenized on its own) and the value tokens
-    (tokens of str(value)), then <|im_end|> - the tokens constrained decoding forces and chooses.
-    """
-    prompt = prepare_prompt(processor, audio, instructions, request)
-    compiled = compile_template(processor.tokenizer, template)
-    answer = compiled.answer_ids(values)
-    prompt_ids = prompt.ids
-    input_ids = torch.tensor([*prompt_ids, *answer], dtype=torch.long)
-    labels = torch.tensor([IGNORE_INDEX] * len(prompt_ids) + answer, dtype=torch.long)
-    return {
-        "input_ids": input_ids,
-        "labels": labels,
-        "attention_mask": torch.ones_like(input_ids),
-        "input_features": prompt.input_features,
-        "feature_attention_mask": prompt.feature_attention_mask,
-    }
-
-
-def collate_training_examples(examples: Sequence[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad `encode_training_example` outputs into a batch (labels padded with -100)."""
-    width = max(int(e["input_ids"].shape[0]) for e in examples)
-    batch = len(examples)
-    ids = torch.full((batch, width), pad_id, dtype=torch.long)
-    labels = torch.full((batch, width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((batch, width), dtype=torch.long)
-    for i, e in enumerate(examples):
-        n = int(e["input_ids"].shape[0])
-        ids[i, :n] = e["input_ids"]
-        labels[i, :n] = e["labels"]
-        mask[i, :n] = e["attention_mask"]
-    return {
-        "input_ids": ids,
-        "labels": labels,
-        "attention_mask": mask,
-        "input_features": torch.stack([e["input_features"] for e in examples]),
-        "feature_attention_mask": torch.stack([e["feature_attention_mask"] for e in examples]),
-    }

@@ -1,6 +1,6 @@
 """The answer format: the paper's score text (section 2.1), for every granularity mode.
 
-The exact text, chosen once (the training targets, the constrained decoder and the parser all
+The exact text, chosen once (the training targets, the constrained decoder and the test-side parser in tests/unit/pronunciation/answer_parser.py all
 derive from `build_template`, so they cannot drift apart):
 
 - lines are joined by a single "\\n"; no leading or trailing whitespace, no trailing newline;
@@ -37,12 +37,9 @@ text parses without ambiguity. Slot names: ``sentence.<aspect>``, ``word[i].<asp
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import NoReturn
 
-from pronunciation.errors import OutputFormatError
 from pronunciation.lexicon import Reference
 from pronunciation.schema import (
     MODE_FIELDS,
@@ -54,7 +51,7 @@ from pronunciation.schema import (
     SentenceScores,
     WordScores,
 )
-from pronunciation.template import SCORE_VALUES, STRESS_VALUES, Literal, Slot, Template
+from pronunciation.template import SCORE_VALUES, STRESS_VALUES, Literal, Slot, SlotName, Template
 
 LINE_SEP = "\n"
 SENTENCE_LABEL = "Sentence Scores: "
@@ -88,19 +85,9 @@ _ABBREV = {
 # --- slot names ------------------------------------------------------------------------------
 
 
-def sentence_slot(aspect: str) -> str:
-    """Slot name of a sentence aspect, e.g. "sentence.fluency"."""
-    return f"sentence.{aspect}"
-
-
-def word_slot(i: int, aspect: str) -> str:
-    """Slot name of word i's aspect (0-based), e.g. "word[2].stress"."""
-    return f"word[{i}].{aspect}"
-
-
-def phone_slot(i: int, j: int) -> str:
-    """Slot name of phone j of word i (0-based), e.g. "word[0].phone[1].accuracy"."""
-    return f"word[{i}].phone[{j}].accuracy"
+sentence_slot = SlotName.for_sentence  # "sentence.fluency"
+word_slot = SlotName.for_word  # word i's aspect (0-based): "word[2].stress"
+phone_slot = SlotName.for_phone  # phone j of word i (0-based): "word[0].phone[1].accuracy"
 
 
 # --- template ----------------------------------------------------------------------------------
@@ -307,78 +294,6 @@ def _check_fits(assessment: Assessment, reference: Reference) -> None:
                 f"word[{i}] ({ref.text}) has phones {[p.phone for p in got.phones]} in the "
                 f"assessment, {list(ref.phones)} in the reference"
             )
-
-
-# --- parse ---------------------------------------------------------------------------------------
-
-_DIGITS = re.compile(r"[0-9]+")
-
-
-def parse(text: str, reference: Reference, granularity: Granularity) -> Assessment:
-    """Read answer text back into an Assessment (expected = argmax: text has no distribution).
-
-    The text must match the template exactly, except for leading and trailing whitespace.
-    Raises OutputFormatError (code malformed_output) saying where (line, column), what part
-    of the answer (which word, phone or score) and what was expected versus found.
-    """
-    granularity = Granularity(granularity)
-    layout = _layout(reference, granularity)
-    pos = len(text) - len(text.lstrip())
-    end = len(text.rstrip())
-    values: dict[str, tuple[int, float]] = {}
-    for seg, ctx in zip(layout.template.segments, layout.contexts, strict=True):
-        if isinstance(seg, Literal):
-            assert isinstance(ctx, tuple)
-            lit = seg.text
-            if text.startswith(lit, pos) and pos + len(lit) <= end:
-                pos += len(lit)
-                continue
-            k = 0
-            while k < len(lit) and pos + k < end and text[pos + k] == lit[k]:
-                k += 1
-            where = [c for off, c in ctx if off <= k][-1]
-            _fail(text, pos + k, where, repr(lit), _found(text, pos, end, len(lit) + 6))
-        else:
-            assert isinstance(ctx, str)
-            m = _DIGITS.match(text, pos, end)
-            allowed = _describe_values(seg.values)
-            if m is None:
-                _fail(text, pos, ctx, f"a score {allowed}", _found(text, pos, end, 6))
-            digits = m.group(0)
-            value = int(digits) if len(digits) <= 3 else None
-            if value is None or str(value) != digits or value not in seg.values:
-                _fail(text, pos, ctx, f"a score {allowed}", repr(digits))
-            values[seg.name] = (value, float(value))
-            pos = m.end()
-    if pos != end:
-        _fail(text, pos, "after the last score", "end of text", _found(text, pos, end, 20))
-    return assessment_from_slots(reference, granularity, values)
-
-
-def _describe_values(values: tuple[int, ...]) -> str:
-    if len(values) > 2 and values == tuple(range(values[0], values[-1] + 1)):
-        return f"{values[0]}..{values[-1]}"
-    return " or ".join(str(v) for v in values)
-
-
-def _found(text: str, pos: int, end: int, width: int) -> str:
-    if pos >= end:
-        return "end of text"
-    snippet = text[pos : min(end, pos + width)]
-    return repr(snippet) + ("..." if pos + width < end else "")
-
-
-def _fail(text: str, at: int, context: str, expected: str, found: str) -> NoReturn:
-    line = text.count("\n", 0, at) + 1
-    column = at - (text.rfind("\n", 0, at) + 1) + 1
-    raise OutputFormatError(
-        f"line {line}, column {column} ({context}): expected {expected}, found {found}",
-        line=line,
-        column=column,
-        context=context,
-        expected=expected,
-        found=found,
-    )
 
 
 # --- speechocean762 scales ----------------------------------------------------------------------

@@ -24,12 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pronunciation.decoding import (
-    ConstrainedDecoder,
-    PreparedPrompt,
-    free_generate,
-    prepare_prompts,
-)
+from pronunciation.decoding import ConstrainedDecoder
+from pronunciation.free_generation import free_generate
+from pronunciation.prompt_inputs import PreparedPrompt, prepare_prompts
 from pronunciation.template import Template
 from pronunciation.tiny_model import TINY_MARKER, is_tiny_model
 
@@ -230,7 +227,7 @@ class ScoringModel:
         return self.prepare_many([item])[0]
 
     def prepare_many(self, items: Sequence[ScoringInput], *, trim_window: bool | None = None) -> list[PreparedPrompt]:
-        """Prompts for a batch in one feature-extraction call (`decoding.prepare_prompts`)."""
+        """Prompts for a batch in one feature-extraction call (`prompt_inputs.prepare_prompts`)."""
         trim = self.trim_audio_window if trim_window is None else trim_window
         return prepare_prompts(self.processor, [x.audio for x in items], [x.instructions for x in items],
                                [x.request for x in items], trim_window=trim)

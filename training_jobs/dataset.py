@@ -33,7 +33,8 @@ from sqlalchemy.orm import Session
 from db.models import AnnotationBatch, BatchStatus
 from fleet.storage import ObjectStore
 from pronunciation.lexicon import Reference
-from pronunciation.output_format import phone_score_to_10, slot_values
+from pronunciation.output_format import phone_score_to_10, phone_slot, sentence_slot, slot_values, word_slot
+from pronunciation.template import SlotName
 from pronunciation.schema import (
     MODE_FIELDS,
     Assessment,
@@ -100,20 +101,20 @@ def target_values(annotation: UtteranceAnnotation, granularity: Granularity) -> 
     return slot_values(target_assessment(annotation, granularity))
 
 
-def gold_values(annotation: UtteranceAnnotation, granularity: Granularity) -> dict[str, float]:
+def gold_values(annotation: UtteranceAnnotation, granularity: Granularity) -> dict[SlotName, float]:
     """Unrounded expert scores by slot name (phones on the 0..2 annotation scale)."""
     fields = MODE_FIELDS[Granularity(granularity)]
-    out: dict[str, float] = {}
+    out: dict[SlotName, float] = {}
     for a in fields.sentence:
-        out[f"sentence.{a}"] = annotation.sentence[a]
+        out[sentence_slot(a)] = annotation.sentence[a]
     if fields.word:
         for i, w in enumerate(annotation.words):
             raw = {"accuracy": w.accuracy, "stress": w.stress, "total": w.total}
             for a in fields.word:
-                out[f"word[{i}].{a}"] = raw[a]
+                out[word_slot(i, a)] = raw[a]
             if fields.phones:
                 for j, s in enumerate(w.phone_scores):
-                    out[f"word[{i}].phone[{j}].accuracy"] = s
+                    out[phone_slot(i, j)] = s
     return out
 
 

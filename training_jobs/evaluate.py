@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,25 +26,19 @@ from typing import Any
 from pronunciation.assess import AssessmentRequest, scoring_input
 from pronunciation.metrics import Metric, evaluate
 from pronunciation.schema import Granularity
+from pronunciation.template import SlotName
 from training_jobs.dataset import Example, gold_values
 
 log = logging.getLogger(__name__)
 
-_PHONE = re.compile(r"^word\[\d+\]\.phone\[\d+\]\.accuracy$")
-_WORD = re.compile(r"^word\[\d+\]\.(accuracy|stress|total)$")
 PHONE_SCALE = 5.0  # model phone scores are 0..10, annotations 0..2
 
 
-def aspect_of(slot: str) -> str:
+def aspect_of(slot: SlotName) -> str:
     """"sentence.fluency" -> itself; "word[3].stress" -> "word.stress"; phones -> "phone.accuracy"."""
-    if slot.startswith("sentence."):
-        return slot
-    if _PHONE.match(slot):
-        return "phone.accuracy"
-    m = _WORD.match(slot)
-    if m:
-        return f"word.{m.group(1)}"
-    raise ValueError(f"unknown slot name {slot!r}")
+    if not isinstance(slot, SlotName):
+        raise ValueError(f"{slot!r} is not a template's slot name")
+    return slot.metric
 
 
 def metric_json(m: Metric) -> dict[str, Any]:
@@ -75,7 +68,7 @@ def compute_metrics(predictions: Sequence[dict[str, tuple[int, float]]], example
         gold = gold_values(example.annotation, granularity)
         for slot, g in gold.items():
             argmax, expected = values[slot]
-            scale = PHONE_SCALE if _PHONE.match(slot) else 1.0
+            scale = PHONE_SCALE if slot.level == "phone" else 1.0
             p = pairs.setdefault(aspect_of(slot), {"gold": [], "expected": [], "argmax": []})
             p["gold"].append(g)
             p["expected"].append(expected / scale)

@@ -23,10 +23,13 @@ from collections.abc import Callable, Sequence
 import torch
 
 from pronunciation.adapters import new_lora_config
-from pronunciation.decoding import collate_training_examples, encode_training_example
 from pronunciation.output_format import build_template
 from pronunciation.prompts import build_prompt
 from pronunciation.schema import Granularity
+from pronunciation.training_examples import (
+    collate_training_examples,
+    encode_training_example,
+)
 from training_jobs.dataset import Example, target_values
 from training_jobs.loop import Stage
 

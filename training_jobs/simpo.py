@@ -35,7 +35,6 @@ decoder's. The loss is three lines; the pair encoding reuses `encode_training_ex
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -43,13 +42,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pronunciation.decoding import IGNORE_INDEX
+from pronunciation.output_format import sentence_slot, word_slot
+from pronunciation.template import SlotName
+from pronunciation.training_examples import IGNORE_INDEX
 from training_jobs.dataset import Example, target_values
 from training_jobs.loop import Stage
 from training_jobs.sft import ExampleEncoder
 
-_WORD = re.compile(r"^word\[(\d+)\]\.(accuracy|stress|total)$")
-_PHONE = re.compile(r"^word\[(\d+)\]\.phone\[(\d+)\]\.accuracy$")
 SENTENCE_TOTAL_PARTS = ("accuracy", "fluency", "prosody")
 
 
@@ -69,7 +68,7 @@ class Perturbation:
     new: int
 
 
-def _move(values: dict[str, int], slot: str, delta: int) -> int:
+def _move(values: dict[SlotName, int], slot: str, delta: int) -> int:
     """Add delta (clipped) to slot if the mode has it; returns the change applied."""
     if slot not in values or delta == 0:
         return 0
@@ -78,33 +77,31 @@ def _move(values: dict[str, int], slot: str, delta: int) -> int:
     return values[slot] - old
 
 
-def _propagate_sentence(values: dict[str, int], aspect: str, change: int) -> None:
+def _propagate_sentence(values: dict[SlotName, int], aspect: str, change: int) -> None:
     if aspect in SENTENCE_TOTAL_PARTS:
-        _move(values, "sentence.total", round_away(change / 3))
+        _move(values, sentence_slot("total"), round_away(change / 3))
 
 
-def _propagate_word(values: dict[str, int], i: int, change: int) -> None:
-    _move(values, f"word[{i}].total", round_away(change / 2))
+def _propagate_word(values: dict[SlotName, int], i: int, change: int) -> None:
+    _move(values, word_slot(i, "total"), round_away(change / 2))
 
 
-def n_words(values: dict[str, int]) -> int:
-    return len({int(m.group(1)) for s in values if (m := _WORD.match(s) or _PHONE.match(s))})
+def n_words(values: dict[SlotName, int]) -> int:
+    return len({s.word for s in values if s.word is not None})
 
 
-def n_phones(values: dict[str, int], i: int) -> int:
-    return sum(1 for s in values if (m := _PHONE.match(s)) and int(m.group(1)) == i)
+def n_phones(values: dict[SlotName, int], i: int) -> int:
+    return sum(1 for s in values if s.level == "phone" and s.word == i)
 
 
-def simulate_negative(values: dict[str, int], rng: np.random.Generator) -> tuple[dict[str, int], Perturbation]:
+def simulate_negative(values: dict[SlotName, int], rng: np.random.Generator) -> tuple[dict[SlotName, int], Perturbation]:
     """A consistent negative answer for the positive `values` (slot name -> int); see module doc."""
     groups: dict[str, list[str]] = {}
     for slot in sorted(values):
-        if slot.startswith("sentence."):
+        if slot.level == "sentence":
             groups[slot] = [slot]
-        elif m := _WORD.match(slot):
-            groups.setdefault(f"word.{m.group(2)}", []).append(slot)
-        elif _PHONE.match(slot):
-            groups.setdefault("phone.accuracy", []).append(slot)
+        else:
+            groups.setdefault(slot.metric, []).append(slot)
     if not groups:
         raise ValueError("no score to perturb")
     aspect = sorted(groups)[int(rng.integers(len(groups)))]
@@ -124,12 +121,12 @@ def simulate_negative(values: dict[str, int], rng: np.random.Generator) -> tuple
     if aspect.startswith("sentence."):
         _propagate_sentence(neg, aspect.split(".", 1)[1], change)
     elif aspect in ("word.accuracy", "word.stress"):
-        _propagate_word(neg, int(_WORD.match(slot).group(1)), change)
+        _propagate_word(neg, slot.word, change)
     elif aspect == "phone.accuracy":
-        i = int(_PHONE.match(slot).group(1))
-        word_change = _move(neg, f"word[{i}].accuracy", round_away(change / n_phones(values, i)))
+        i = slot.word
+        word_change = _move(neg, word_slot(i, "accuracy"), round_away(change / n_phones(values, i)))
         _propagate_word(neg, i, word_change)
-        sentence_change = _move(neg, "sentence.accuracy", round_away(word_change / n_words(values)))
+        sentence_change = _move(neg, sentence_slot("accuracy"), round_away(word_change / n_words(values)))
         _propagate_sentence(neg, "accuracy", sentence_change)
     return neg, Perturbation(slot, old, neg[slot])
 

@@ -18,7 +18,8 @@ import pytest
 from pronunciation.audio import load_audio
 from pronunciation.errors import UnknownWordError
 from pronunciation.lexicon import build_reference
-from pronunciation.output_format import build_template, parse
+from pronunciation.output_format import build_template
+from tests.unit.pronunciation.answer_parser import parse
 from pronunciation.schema import Granularity
 
 SAMPLE = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "speechocean762-sample"

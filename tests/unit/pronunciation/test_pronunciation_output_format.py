@@ -15,11 +15,11 @@ from pronunciation.output_format import (
     assessment_from_slots,
     build_template,
     format_spec,
-    parse,
     phone_score_to_10,
     render,
     slot_values,
 )
+from tests.unit.pronunciation.answer_parser import parse
 from pronunciation.schema import (
     MODE_FIELDS,
     Assessment,

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from pronunciation.decoding import (
+from pronunciation.decoding import ConstrainedDecoder
+from pronunciation.prompt_inputs import (
     FULL_WINDOW_FRAMES,
-    ConstrainedDecoder,
     encode_audio_window,
     prepare_prompt,
     prepare_prompts,

@@ -6,13 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from pronunciation.decoding import (
-    ConstrainedDecoder,
-    compile_template,
-    encode_training_example,
-    prepare_prompt,
-)
+from pronunciation.compiled_template import compile_template
+from pronunciation.decoding import ConstrainedDecoder
+from pronunciation.prompt_inputs import prepare_prompt
 from pronunciation.template import SCORE_VALUES, STRESS_VALUES, Literal, Slot, Template
+from pronunciation.training_examples import encode_training_example
 
 BRANCHING = tuple(range(21))  # inner trie nodes "1" and "2": needs one extra forward per slot
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pronunciation.decoding import (
+from pronunciation.prompt_inputs import prepare_prompt
+from pronunciation.training_examples import (
     IGNORE_INDEX,
     collate_training_examples,
     encode_training_example,
-    prepare_prompt,
 )
 
 

@@ -10,15 +10,17 @@ from pronunciation.schema import Granularity
 from tests.training_support import pick_clips, so_entry
 from training_jobs.annotations import check_item
 from training_jobs.dataset import Example, gold_values
+from pronunciation.output_format import phone_slot, sentence_slot, word_slot
 from training_jobs.evaluate import aspect_of, compute_metrics
 
 
 def test_aspect_of() -> None:
-    assert aspect_of("sentence.prosody") == "sentence.prosody"
-    assert aspect_of("word[12].stress") == "word.stress"
-    assert aspect_of("word[0].phone[3].accuracy") == "phone.accuracy"
-    with pytest.raises(ValueError):
-        aspect_of("phone[0]")
+    assert aspect_of(sentence_slot("prosody")) == "sentence.prosody"
+    assert aspect_of(word_slot(12, "stress")) == "word.stress"
+    assert aspect_of(phone_slot(0, 3)) == "phone.accuracy"
+    assert (str(word_slot(12, "stress")), str(phone_slot(0, 3))) == ("word[12].stress", "word[0].phone[3].accuracy")
+    with pytest.raises(ValueError):  # a bare string is not a slot: nothing parses names back
+        aspect_of("word[0].phone[3].accuracy")
 
 
 def test_compute_metrics_pools_and_scales() -> None:
