@@ -69,7 +69,7 @@ class _Tunable(BaseModel):
     simpo_lambda: float = Field(default=0.1, ge=0)
     heldout_fraction: float = Field(default=0.2, gt=0, lt=1)
     min_heldout: int = Field(
-        default=20, ge=1,
+        default=10, ge=1,
         description="Held-out utterances needed for an evaluation to decide a promotion; below it the job "
         "says so and leaves the adapter a candidate.",
     )
