@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from db.models import LtiGrade, LtiGradeStatus, LtiRegistration, Submission, SubmissionStatus, utcnow
 from fleet.lti_oauth import TOKENS, TokenCache, TokenError, access_token
-from workers.persist import backoff_s
+from fleet.retry import RetryPolicy
 
 LEASE_S = 60
 SCORE_SCOPE = "https://purl.imsglobal.org/spec/lti-ags/scope/score"
@@ -127,7 +127,7 @@ def post_grade(session: Session, grade_id: uuid.UUID, http: httpx.Client, *, max
     elif grade.attempts >= max_attempts:
         grade.status = LtiGradeStatus.failed
     else:
-        retry_in = backoff_s(grade.attempts)
+        retry_in = RetryPolicy().delay_s(grade.attempts)  # workers.persist.backoff_s is gone since the retry policy
         grade.next_attempt_at = utcnow() + timedelta(seconds=retry_in)
     session.commit()
     return retry_in
