@@ -39,7 +39,8 @@ def signed_url(settings: Settings, path: str, *, now: float | None = None) -> st
 
 def check_link(settings: Settings, path: str, expires: int, sig: str, *, now: float | None = None) -> str | None:
     """None when the link is good; else why not ('link_expired', 'bad_signature')."""
-    if not hmac.compare_digest(signature(link_secret(settings), path, expires), sig):
+    expected = signature(link_secret(settings), path, expires).encode()
+    if not hmac.compare_digest(expected, sig.encode("utf-8", "surrogatepass")):  # any text a client sends
         return "bad_signature"
     if (time.time() if now is None else now) > expires:
         return "link_expired"

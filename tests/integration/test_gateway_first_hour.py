@@ -135,3 +135,8 @@ def test_report_links_open_without_a_key_until_they_expire(gw: Gateway) -> None:
     assert gw.get(plain, "teacher_a_c1").status_code == 403
     assert gw.get(plain, "ops").content == b"\x89PNG fake"
     assert gw.get(f"/v1/training-jobs/{uuid.uuid4()}/report.png", "ops").status_code == 404
+
+
+def test_a_non_ascii_signature_is_refused_not_a_crash(gw: Gateway) -> None:
+    r = gw.client.get(f"/v1/training-jobs/{uuid.uuid4()}/report.png", params={"expires": 1, "signature": "é?"})
+    assert (r.status_code, r.json()["detail"]["code"]) == (401, "bad_signature")
