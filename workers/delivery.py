@@ -178,6 +178,21 @@ def _log_outcome(delivery_id: uuid.UUID, lease: _Lease, values: dict, retry_in: 
                   delivery_id, lease.url, lease.attempts, values.get("last_error"))
 
 
+def outcome_line(session: Session, delivery_id: uuid.UUID, retry_in: float | None) -> str:
+    """What the deliver task returns, so Celery's "Task ... succeeded: <value>" line (the task ran)
+    also says whether the callback itself failed."""
+    row = session.get(Delivery, delivery_id)
+    if row is None:
+        return "callback row gone"
+    if row.status is DeliveryStatus.delivered:
+        return f"callback delivered (attempt {row.attempts})"
+    if row.status is DeliveryStatus.failed:
+        return f"callback FAILED for good after {row.attempts} attempts: {row.last_error}"
+    if retry_in is not None:
+        return f"callback FAILED (attempt {row.attempts}): {row.last_error}; next try in {retry_in:.0f} s"
+    return "callback not due yet or held by another worker: nothing sent"
+
+
 def due_deliveries(session: Session, limit: int = 100) -> list[uuid.UUID]:
     return list(session.scalars(
         select(Delivery.id)

@@ -15,7 +15,7 @@ from db.accounts import create_tenant
 from db.engine import session_scope
 from db.models import Delivery, DeliveryStatus, Submission, SubmissionStatus, utcnow
 from fleet.retry import RETRY_WINDOW_EXHAUSTED, RetryPolicy
-from workers.delivery import deliver, due_deliveries
+from workers.delivery import deliver, due_deliveries, outcome_line
 from workers.egress import callback_client
 from workers.sweeper import sweep
 
@@ -176,10 +176,12 @@ def test_every_try_logs_whether_the_callback_failed(session_factory, outbox, cap
     caplog.set_level("INFO", logger="workers.delivery")
     with callback_client(allow_loopback=True) as http:
         with session_factory() as s:
-            deliver(s, did, http, allow_loopback_http=True)
+            retry_in = deliver(s, did, http, allow_loopback_http=True)
+            assert outcome_line(s, did, retry_in).startswith("callback FAILED (attempt 1): HTTP 503")
         _make_due(session_factory, did)
         with session_factory() as s:
-            deliver(s, did, http, allow_loopback_http=True)
+            retry_in = deliver(s, did, http, allow_loopback_http=True)
+            assert outcome_line(s, did, retry_in).startswith("callback FAILED for good after 2 attempts: HTTP 410")
     lines = [r.getMessage() for r in caplog.records if r.name == "workers.delivery"]
     assert any(f"callback {did}" in m and "FAILED (attempt 1): HTTP 503" in m and "next try in" in m for m in lines)
     assert any("FAILED for good after 2 attempts: HTTP 410" in m for m in lines), lines
