@@ -73,6 +73,9 @@ def test_one_scale_per_level_in_the_response_and_the_openapi_schema(gw: Gateway)
     assert schemas["Score"]["properties"]["value"]["maximum"] == 10
     assert "0-10" in schemas["PhoneOut"]["properties"]["accuracy"]["description"]
     assert "0-2" in schemas["PhoneOut"]["properties"]["accuracy"]["description"]
+    assert "scales" in schemas["SubmissionOut"]["properties"] and "delivery" in schemas["SubmissionOut"]["properties"]
+    lookup = gw.client.get("/openapi.json").json()["paths"]["/v1/submissions"]["get"]
+    assert [p["name"] for p in lookup["parameters"]] == ["lms_submission_id"]
 
 
 def test_lti_page_colours_phones_on_the_api_scale() -> None:
@@ -106,6 +109,19 @@ def test_every_timestamp_has_an_offset(gw: Gateway) -> None:
     assert _aware(hist["items"][0]["created_at"])
     course = gw.get("/v1/courses/c1/learners", "teacher_a_c1").json()
     assert _aware(course["learners"][0]["latest_at"])
+    from db.models import LtiGrade, LtiGradeStatus, LtiRegistration
+
+    sid = add_scored(gw.sessions, gw.a.id, learner_id="stu-8", course_id="c1", lms_id="lms-5", at=T0, scores={"total": 6})
+    with session_scope(gw.sessions) as s:
+        reg = LtiRegistration(tenant_id=gw.a.id, issuer="https://lms.example", client_id="c", deployment_ids=["d"],
+                              auth_login_url="https://lms.example/a", auth_token_url="https://lms.example/t",
+                              keyset_url="https://lms.example/k")
+        s.add(reg)
+        s.flush()
+        s.add(LtiGrade(submission_id=sid, registration_id=reg.id, lineitem_url="https://lms.example/li", user_id="u",
+                       status=LtiGradeStatus.delivered, delivered_at=naive))
+    [grade] = gw.get("/v1/lti/grades", "ops").json()
+    assert _aware(grade["delivered_at"]), grade
 
 
 def test_report_links_open_without_a_key_until_they_expire(gw: Gateway) -> None:
