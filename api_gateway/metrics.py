@@ -6,6 +6,8 @@ Series (one registry per app, so several apps in one process never collide):
   apa_submissions{status}                                   gauge, counted in the database per scrape
   apa_queue_depth{queue}                                    gauge, messages waiting in the broker
   apa_workers{queues, health}                               gauge, worker pool processes by health (heartbeats)
+  apa_callback_deliveries{state}                            gauge, undelivered callbacks: pending, retrying, failed
+  apa_callback_deliveries_failing                           gauge, callbacks whose last try failed (retrying + failed)
   apa_metrics_collect_errors{source}                        gauge, 1 when a source could not be read
 
 `route` is the route template (`/v1/submissions/{submission_id}`), never the raw path, so the
@@ -61,6 +63,7 @@ class StateCollector:
             log.warning("metrics: cannot count submissions: %s", exc)
             errors.add_metric(["database"], 1)
         yield subs
+        yield from self._deliveries(errors)
 
         depth = GaugeMetricFamily("apa_queue_depth", "Messages waiting in a broker queue", labels=["queue"])
         try:
@@ -94,6 +97,28 @@ class StateCollector:
             errors.add_metric(["workers"], 1)
         yield workers
         yield errors
+
+
+    def _deliveries(self, errors: GaugeMetricFamily) -> Iterable[Metric]:
+        """Failing LMS callbacks, counted in the database (the workers that try them are elsewhere)."""
+        from db.results import delivery_counts
+
+        by_state = GaugeMetricFamily("apa_callback_deliveries", "Result callbacks not delivered, by state "
+                                     "(retrying: the last try failed; failed: given up)", labels=["state"])
+        failing = GaugeMetricFamily("apa_callback_deliveries_failing",
+                                    "Result callbacks whose last try failed (retrying + failed)")
+        try:
+            with self.services.sessions() as session:
+                counts = delivery_counts(session)
+            for state, n in counts.items():
+                by_state.add_metric([state], n)
+            failing.add_metric([], counts["retrying"] + counts["failed"])
+            errors.add_metric(["deliveries"], 0)
+        except Exception as exc:
+            log.warning("metrics: cannot count callback deliveries: %s", exc)
+            errors.add_metric(["deliveries"], 1)
+        yield by_state
+        yield failing
 
 
 class GatewayMetrics:

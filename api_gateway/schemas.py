@@ -6,9 +6,14 @@ from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from db.results import SCALES, as_utc
 from pronunciation.schema import Granularity
+
+# Every timestamp the API writes is UTC with its offset: SQLite hands rows back naive (stored in
+# UTC), and pydantic would write a naive datetime without any offset.
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 Identifier = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 
@@ -53,11 +58,15 @@ class SubmissionAccepted(BaseModel):
 
 
 class Score(BaseModel):
-    value: int
-    expected: float
+    """One score on 0-10 at every level (sentence, word and phone; see `scales`)."""
+
+    value: int = Field(ge=0, le=10, description="The model's argmax value, an integer on 0-10.")
+    expected: float = Field(description="The probability-weighted mean over the allowed values, on 0-10.")
 
 
 class SentenceOut(BaseModel):
+    """Sentence aspects on 0-10 (speechocean762's sentence scale)."""
+
     accuracy: Score | None
     fluency: Score | None
     prosody: Score | None
@@ -67,10 +76,15 @@ class SentenceOut(BaseModel):
 
 class PhoneOut(BaseModel):
     phone: str
-    accuracy: Score
+    accuracy: Score = Field(
+        description="Phone accuracy on 0-10: speechocean762's 0-2 annotation scale x 5 (0 wrong, 5 heavy "
+        "accent, 10 right). Annotation batches keep 0-2; they are converted when they are read."
+    )
 
 
 class WordOut(BaseModel):
+    """Word accuracy and total on 0-10, stress 5 or 10 (speechocean762's word scale)."""
+
     position: int
     text: str
     accuracy: Score | None
@@ -90,10 +104,32 @@ class ErrorOut(BaseModel):
 
 
 class TimingsOut(BaseModel):
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
     model_ms: float | None
+
+
+class ScalesOut(BaseModel):
+    """The range of every score level, stated in the response and in the callback alike."""
+
+    sentence: str = SCALES["sentence"]
+    word: str = SCALES["word"]
+    phone: str = SCALES["phone"]
+
+
+class DeliveryOut(BaseModel):
+    """The result callback to the LMS: whether it arrived, how often it was tried, why it failed."""
+
+    id: str = Field(description="The delivery id, also the callback's `webhook-id`.")
+    url: str
+    status: str = Field(description="`pending` (not yet delivered; see `last_error`), `delivered` or `failed` (given up).")
+    failing: bool = Field(description="True while the last try failed (pending with an error) or when given up.")
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: UtcDatetime | None
+    delivered_at: UtcDatetime | None
 
 
 class SubmissionOut(BaseModel):
@@ -113,7 +149,19 @@ class SubmissionOut(BaseModel):
     adapter_version: str | None
     model_name: str | None
     timings: TimingsOut
+    scales: ScalesOut
     scores: ScoresOut
+    delivery: DeliveryOut | None = Field(
+        default=None,
+        description="The result callback's state (GET only; null before scoring ends or without a callback URL). "
+        "Not part of the callback body itself.",
+    )
+
+
+class SubmissionList(BaseModel):
+    """Submissions found by the LMS's own id, within the caller's scope."""
+
+    items: list[SubmissionOut]
 
 
 class HistoryItem(BaseModel):
@@ -124,8 +172,8 @@ class HistoryItem(BaseModel):
     assignment_id: str | None
     status: str
     granularity: str
-    created_at: datetime
-    finished_at: datetime | None
+    created_at: UtcDatetime
+    finished_at: UtcDatetime | None
     error: ErrorOut | None
     sentence: SentenceOut | None
 
@@ -152,7 +200,7 @@ class CourseLearner(BaseModel):
     tenant_id: str
     learner_id: str
     count: int = Field(description="Scored submissions of this learner in the course.")
-    latest_at: datetime | None
+    latest_at: UtcDatetime | None
     latest: dict[str, int | None]
     mean: dict[str, float | None]
 

@@ -10,6 +10,7 @@ Shape (every key always present; scores a granularity mode does not produce are 
       "error": null | {"code": str, "message": str},
       "attempts": int, "adapter_version": str | null, "model_name": str | null,
       "timings": {"created_at": iso, "started_at": iso | null, "finished_at": iso | null, "model_ms": float | null},
+      "scales": {"sentence": "0-10", "word": "0-10 (stress: 5 or 10)", "phone": "0-10 (...)"},
       "scores": {
         "sentence": null | {"accuracy": S | null, "fluency": S | null, "prosody": S | null,
                             "completeness": S | null, "total": S | null},
@@ -19,6 +20,10 @@ Shape (every key always present; scores a granularity mode does not produce are 
     }
 
 where S is {"value": int 0..10 (the model's argmax), "expected": float (its expected value)}.
+
+One scale per level, 0-10 everywhere the service writes a score (API, callback, teachers' pages,
+LTI): sentence and word scores are speechocean762's 0-10; phone accuracy is speechocean762's 0-2
+annotation scale x 5 (annotation batches stay on 0-2 and are converted when training reads them).
 """
 
 from __future__ import annotations
@@ -27,13 +32,18 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from db.models import SentenceScore, Submission, WordScore
+from db.models import Delivery, DeliveryStatus, SentenceScore, Submission, WordScore
 
 SENTENCE_ASPECTS: tuple[str, ...] = ("accuracy", "fluency", "prosody", "completeness", "total")
 WORD_ASPECTS: tuple[str, ...] = ("accuracy", "stress", "total")
+SCALES: dict[str, str] = {
+    "sentence": "0-10",
+    "word": "0-10 (stress: 5 or 10)",
+    "phone": "0-10 (speechocean762's 0-2 x 5: 0 wrong, 5 heavy accent, 10 right)",
+}
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -103,6 +113,7 @@ def submission_result(sub: Submission) -> dict[str, Any]:
             "finished_at": iso(sub.finished_at),
             "model_ms": sub.model_ms,
         },
+        "scales": dict(SCALES),
         "scores": {
             "sentence": sentence_scores(sub.sentence),
             "words": [word_scores(w) for w in sub.words],
@@ -120,3 +131,46 @@ def load_submission(session: Session, submission_id: uuid.UUID) -> Submission | 
             selectinload(Submission.words).selectinload(WordScore.phones),
         )
     )
+
+
+def delivery_state(session: Session, submission_id: uuid.UUID) -> dict[str, Any] | None:
+    """The newest result callback of a submission, so a failing one is visible to whoever polls.
+
+    `failing` is true when the last try failed (still `pending` with an error) or it was given up.
+    """
+    row = session.scalars(
+        select(Delivery).where(Delivery.submission_id == submission_id).order_by(Delivery.created_at.desc()).limit(1)
+    ).first()
+    if row is None:
+        return None
+    failed = row.status is DeliveryStatus.failed
+    pending = row.status is DeliveryStatus.pending
+    return {
+        "id": str(row.id),
+        "url": row.url,
+        "status": row.status.value,
+        "failing": failed or (pending and row.last_error is not None),
+        "attempts": row.attempts or 0,
+        "last_status_code": row.last_status_code,
+        "last_error": row.last_error,
+        "next_attempt_at": iso(row.next_attempt_at) if pending else None,
+        "delivered_at": iso(row.delivered_at),
+    }
+
+
+def delivery_counts(session: Session) -> dict[str, int]:
+    """Callbacks not (yet) delivered, by state: `pending` (not tried or no error yet), `retrying`
+    (the last try failed, another is due) and `failed` (given up). Delivered rows are not counted:
+    they only grow, and the status index answers the rest."""
+    counts = {"pending": 0, "retrying": 0, "failed": 0}
+    rows = session.execute(
+        select(Delivery.status, Delivery.last_error.is_not(None), func.count())
+        .where(Delivery.status.in_([DeliveryStatus.pending, DeliveryStatus.failed]))
+        .group_by(Delivery.status, Delivery.last_error.is_not(None))
+    )
+    for status, has_error, n in rows:
+        if status is DeliveryStatus.failed or status == DeliveryStatus.failed.value:
+            counts["failed"] += n
+        else:
+            counts["retrying" if has_error else "pending"] += n
+    return counts

@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     lti_jwks_cache_s: int = 300  # platform key sets are cached this long (refetched on an unknown kid)
     lti_max_grade_attempts: int = 8
 
+    # Signed links (training reports openable in a browser without the API key header)
+    signed_link_secret: SecretStr | None = None  # unset: a random secret per gateway process
+    signed_link_ttl_s: int = Field(default=900, ge=1)
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:

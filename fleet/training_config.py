@@ -68,6 +68,11 @@ class _Tunable(BaseModel):
     simpo_gamma: float = Field(default=0.5, ge=0)
     simpo_lambda: float = Field(default=0.1, ge=0)
     heldout_fraction: float = Field(default=0.2, gt=0, lt=1)
+    min_heldout: int = Field(
+        default=10, ge=1,
+        description="Held-out utterances needed for an evaluation to decide a promotion; below it the job "
+        "says so and leaves the adapter a candidate.",
+    )
     headline_aspects: list[str] = Field(default_factory=lambda: list(DEFAULT_HEADLINE))
     promote_metric: Literal["scc", "pcc"] = "scc"
     auto_promote: bool = True

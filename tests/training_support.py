@@ -163,7 +163,9 @@ def training_defaults(**overrides):
     """TrainingDefaults for tests: one torch thread (2 shared cores), frequent progress writes."""
     from training_jobs.config import TrainingDefaults
 
-    base = {"cpu_threads": 1, "progress_interval_s": 0.2, "trigger_threshold": 10}
+    # min_heldout 2: the test batches are tiny on purpose (their held-out sets are a few utterances);
+    # the minimum itself is tested in test_training_gate.py.
+    base = {"cpu_threads": 1, "progress_interval_s": 0.2, "trigger_threshold": 10, "min_heldout": 2}
     base.update(overrides)
     env_free = {k: v for k, v in os.environ.items() if k.startswith("APA_TRAIN_")}
     assert not env_free, f"APA_TRAIN_* variables would leak into the tests: {sorted(env_free)}"

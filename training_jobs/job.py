@@ -151,7 +151,7 @@ def _run(job_id: uuid.UUID, snap: dict, settings: Settings, sessions: sessionmak
         record_candidate,
         save_adapter,
     )
-    from training_jobs.report import store_report
+    from training_jobs.report import STAGE_LABELS, store_report
 
     t0 = time.monotonic()
     params = resolve_params(defaults, snap["params"])
@@ -183,6 +183,10 @@ def _run(job_id: uuid.UUID, snap: dict, settings: Settings, sessions: sessionmak
         f"{len(split.train)} train, {len(split.heldout)} held out ({len(split.heldout_speakers)} speakers)",
         metrics={"data": data},
     )
+    if len(split.heldout) < params.min_heldout:
+        rec.log(f"WARNING: only {len(split.heldout)} held-out utterance(s), fewer than min_heldout="
+                f"{params.min_heldout} (APA_TRAIN_MIN_HELDOUT): the evaluation is reported but too small to "
+                "decide, so the adapter will not be promoted automatically; add annotated speakers")
 
     # 2. model and stages
     model_path = ensure_model_files(settings.effective_model_path, tiny=settings.uses_tiny_model)
@@ -211,6 +215,12 @@ def _run(job_id: uuid.UUID, snap: dict, settings: Settings, sessions: sessionmak
         last = state.losses[-1][2] if state.losses else None
         rec.update(f"checkpoint at step {state.global_step}/{state.total_steps}: {uri}", checkpoint_uri=uri,
                    step=state.global_step, total_steps=state.total_steps, latest_loss=last)
+
+    first = 1
+    for st in stages:  # say which optimizer steps belong to which stage (SimPO is its own stage)
+        rec.log(f"stage {STAGE_LABELS.get(st.name, st.name)}: steps {first}-{first + st.total_steps - 1} "
+                f"({st.epochs} epoch(s) of {st.n_items} items)")
+        first += st.total_steps
 
     def on_progress(step: int, total: int, epoch: float, loss: float) -> None:
         rec.progress(step, total, epoch, loss)
@@ -267,12 +277,14 @@ def _run(job_id: uuid.UUID, snap: dict, settings: Settings, sessions: sessionmak
         adapters={"candidate": adapter_dir, baseline_label: baseline_dir}, batch_size=params.eval_batch_size,
     )
     training["eval_seconds"] = round(time.monotonic() - t_eval, 2)
-    decision = gate(results["candidate"], results[baseline_label], params.headline_aspects, params.promote_metric)
+    decision = gate(results["candidate"], results[baseline_label], params.headline_aspects, params.promote_metric,
+                    n_heldout=len(split.heldout), min_heldout=params.min_heldout)
     from pronunciation.tiny_model import is_tiny_model
 
     metrics: dict[str, Any] = {
         "data": data, "granularity": params.granularity.value, "n_train": len(split.train),
         "n_heldout": len(split.heldout), "heldout_speakers": len(split.heldout_speakers),
+        "min_heldout": params.min_heldout, "heldout_too_small": len(split.heldout) < params.min_heldout,
         "candidate": results["candidate"], "baseline": results[baseline_label], "baseline_label": baseline_label,
         "gate": decision.as_dict(), "training": training, "model_is_tiny": is_tiny_model(model_path),
     }

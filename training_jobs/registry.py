@@ -119,8 +119,16 @@ def _corr(metrics: dict[str, Any], aspect: str, metric: str) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
-def gate(candidate: dict[str, Any], baseline: dict[str, Any], headline: list[str], metric: str = "scc") -> GateDecision:
-    """Does the candidate beat the baseline on the headline aspects? (see module docstring)"""
+def gate(candidate: dict[str, Any], baseline: dict[str, Any], headline: list[str], metric: str = "scc", *,
+         n_heldout: int | None = None, min_heldout: int = 1) -> GateDecision:
+    """Does the candidate beat the baseline on the headline aspects? (see module docstring)
+
+    With fewer than `min_heldout` held-out utterances the correlations are noise (or NaN), so the
+    answer is no, saying so plainly, whatever the numbers say."""
+    if n_heldout is not None and n_heldout < min_heldout:
+        return GateDecision(False, f"held-out set too small to decide: {n_heldout} utterance(s), fewer than "
+                            f"min_heldout={min_heldout} (APA_TRAIN_MIN_HELDOUT); not promoted automatically",
+                            metric, [], None, None)
     evaluated = [a for a in headline if a in candidate]
     aspects = [a for a in evaluated if candidate[a].get("expected", {}).get("gold_varies", True)]
     if not aspects:

@@ -120,13 +120,15 @@ def deliver(session: Session, delivery_id: uuid.UUID, http: httpx.Client, *,
     if lease is None:
         return None
     if not lease.tenant_active:
-        _finish(session, delivery_id, lease.token, status=DeliveryStatus.failed,
-                last_error="the tenant no longer exists or is inactive")
+        if _finish(session, delivery_id, lease.token, status=DeliveryStatus.failed,
+                   last_error="the tenant no longer exists or is inactive"):
+            log.error("callback %s FAILED for good: the tenant no longer exists or is inactive", delivery_id)
         return None
     try:
         check_callback_url(lease.url, lease.registered_url, allow_loopback_http=allow_loopback_http)
     except CallbackRefused as exc:  # retrying cannot help
-        _finish(session, delivery_id, lease.token, status=DeliveryStatus.failed, last_error=f"bad callback URL: {exc}")
+        if _finish(session, delivery_id, lease.token, status=DeliveryStatus.failed, last_error=f"bad callback URL: {exc}"):
+            log.error("callback %s to %s FAILED for good: bad callback URL: %s", delivery_id, lease.url, exc)
         return None
     body, headers = signed_request(lease.secret, str(delivery_id), lease.payload)
     status_code: int | None = None
@@ -160,7 +162,35 @@ def deliver(session: Session, delivery_id: uuid.UUID, http: httpx.Client, *,
             values["next_attempt_at"] = decision.next_attempt_at
     if not _finish(session, delivery_id, lease.token, **values):
         return None
+    _log_outcome(delivery_id, lease, values, retry_in)
     return retry_in
+
+
+def _log_outcome(delivery_id: uuid.UUID, lease: _Lease, values: dict, retry_in: float | None) -> None:
+    """One line per try that says what happened: Celery's own line only says the task ran."""
+    if values.get("status") is DeliveryStatus.delivered:
+        log.info("callback %s delivered to %s (attempt %d)", delivery_id, lease.url, lease.attempts)
+    elif retry_in is not None:
+        log.warning("callback %s to %s FAILED (attempt %d): %s; next try in %.0f s",
+                    delivery_id, lease.url, lease.attempts, values.get("last_error"), retry_in)
+    else:
+        log.error("callback %s to %s FAILED for good after %d attempts: %s",
+                  delivery_id, lease.url, lease.attempts, values.get("last_error"))
+
+
+def outcome_line(session: Session, delivery_id: uuid.UUID, retry_in: float | None) -> str:
+    """What the deliver task returns, so Celery's "Task ... succeeded: <value>" line (the task ran)
+    also says whether the callback itself failed."""
+    row = session.get(Delivery, delivery_id)
+    if row is None:
+        return "callback row gone"
+    if row.status is DeliveryStatus.delivered:
+        return f"callback delivered (attempt {row.attempts})"
+    if row.status is DeliveryStatus.failed:
+        return f"callback FAILED for good after {row.attempts} attempts: {row.last_error}"
+    if retry_in is not None:
+        return f"callback FAILED (attempt {row.attempts}): {row.last_error}; next try in {retry_in:.0f} s"
+    return "callback not due yet or held by another worker: nothing sent"
 
 
 def due_deliveries(session: Session, limit: int = 100) -> list[uuid.UUID]:

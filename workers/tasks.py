@@ -11,7 +11,7 @@ from fleet.broker import queue_depth
 from fleet.queue import DELIVER_DUE_TASK, DELIVER_TASK, SCORE_QUEUE, SCORE_TASK, SWEEP_TASK, publish
 from workers import resources
 from workers.celery_app import app
-from workers.delivery import deliver, due_deliveries
+from workers.delivery import deliver, due_deliveries, outcome_line
 from workers.egress import callback_client
 from workers.scoring import score_round
 from workers.sweeper import sweep
@@ -41,13 +41,16 @@ def score(self, submission_id: str) -> dict:
 
 
 @app.task(name=DELIVER_TASK, bind=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=8)
-def deliver_task(self, delivery_id: str) -> None:
+def deliver_task(self, delivery_id: str) -> str:
+    """One try; returns what happened to the callback (Celery logs it after "succeeded")."""
     allow_loopback = resources.settings().callback_allow_loopback_http
     with resources.sessions()() as s, callback_client(allow_loopback=allow_loopback) as http:
         retry_in = deliver(s, uuid.UUID(delivery_id), http, allow_loopback_http=allow_loopback,
                            policy=resources.settings().retry_policy(delivery=True))
+        outcome = outcome_line(s, uuid.UUID(delivery_id), retry_in)
     if retry_in is not None:
         publish(app, DELIVER_TASK, delivery_id, countdown=retry_in)
+    return outcome
 
 
 @app.task(name=DELIVER_DUE_TASK)

@@ -15,6 +15,7 @@ from api_gateway.lti.roster import course_roster
 from db.accounts import AccountError, get_tenant
 from db.lti import LtiConfigError, register_platform, registration_out
 from db.models import LtiGrade, LtiGradeStatus, LtiRegistration, Role
+from db.results import iso
 from fleet.lti_config import tool_config
 
 router = APIRouter(prefix="/v1/lti", tags=["lti"])
@@ -69,7 +70,7 @@ def grades(
         "id": str(g.id), "submission_id": str(g.submission_id), "status": g.status.value, "user_id": g.user_id,
         "lineitem_url": g.lineitem_url, "score_given": g.score_given, "attempts": g.attempts,
         "last_status_code": g.last_status_code, "last_error": g.last_error,
-        "delivered_at": g.delivered_at.isoformat() if g.delivered_at else None,
+        "delivered_at": iso(g.delivered_at),  # UTC with offset, also from SQLite
     } for g in session.scalars(q)]
 
 

@@ -94,9 +94,9 @@ async function poll(url){
   if (j.status === 'failed') { status('This recording could not be scored: ' + j.error.message + ' (' + j.error.code + ')'); return; }
   const s = j.scores.sentence || {}, v = a => s[a] ? s[a].value : '-';
   let html = `<p>Total <b>${v('total')}</b>/10 &middot; accuracy ${v('accuracy')} &middot; fluency ${v('fluency')} &middot; prosody ${v('prosody')} &middot; completeness ${v('completeness')}</p>`;
-  html += '<table><tr><th>word</th><th>score</th><th>phones (0-2)</th></tr>';
+  html += '<table><tr><th>word</th><th>score</th><th>phones (0-10)</th></tr>';
   for (const w of j.scores.words) {
-    const ph = (w.phones || []).map(p => `<span class="${cls(p.accuracy.value, 2)}">${esc(p.phone)}</span>`).join(' ');
+    const ph = (w.phones || []).map(p => `<span class="${cls(p.accuracy.value, 10)}">${esc(p.phone)}</span>`).join(' ');
     html += `<tr><td>${esc(w.text)}</td><td class="${cls(w.total && w.total.value, 10)}">${w.total ? w.total.value : '-'}</td><td>${ph}</td></tr>`;
   }
   $('result').innerHTML = html + '</table>'; status('Scored. Your grade is sent to the course.');

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from api_gateway.errors import ApiError
 from api_gateway.lti import claims as c
 from db.models import LtiLaunch, LtiRegistration, SentenceScore, Submission, SubmissionStatus
+from db.results import iso
 from fleet.lti_oauth import TokenError, access_token
 
 MEMBERSHIP_MEDIA_TYPE = "application/vnd.ims.lti-nrps.v2.membershipcontainer+json"
@@ -46,7 +47,7 @@ def _latest_scores(session: Session, tenant_id: uuid.UUID, course_id: str) -> di
         .join(SentenceScore, SentenceScore.submission_id == Submission.id)
         .where(Submission.tenant_id == tenant_id, Submission.course_id == course_id)
     ).all()
-    return {r.learner_id: {"total": r.total, "at": r.finished_at.isoformat() if r.finished_at else None} for r in rows}
+    return {r.learner_id: {"total": r.total, "at": iso(r.finished_at)} for r in rows}
 
 
 def course_roster(session: Session, tenant_id: uuid.UUID | None, course_id: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""`POST /v1/submissions` (signed LMS webhook) and `GET /v1/submissions/{id}`."""
+"""`POST /v1/submissions` (signed LMS webhook), `GET /v1/submissions/{id}` and the look-up by the
+LMS's own id, `GET /v1/submissions?lms_submission_id=`."""
 
 from __future__ import annotations
 
@@ -10,16 +11,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import ValidationError
+from sqlalchemy import select
 
 from api_gateway.auth import ReaderDep, authenticate, unauthorized
 from api_gateway.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from api_gateway.errors import ApiError, error_responses
 from api_gateway.intake import accept_submission
-from api_gateway.schemas import SubmissionAccepted, SubmissionIn, SubmissionOut, inline_schema
+from api_gateway.schemas import SubmissionAccepted, SubmissionIn, SubmissionList, SubmissionOut, inline_schema
 from api_gateway.webhooks import WebhookError, verify_webhook
 from db.accounts import AccountError, get_tenant
-from db.models import Role, Tenant
-from db.results import load_submission, submission_result
+from db.models import Role, Submission, Tenant
+from db.results import delivery_state, load_submission, submission_result
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/submissions", tags=["submissions"])
@@ -159,4 +161,33 @@ def get_submission(submission_id: str, principal: ReaderDep, session: SessionDep
     sub = load_submission(session, sid)
     if sub is None or not principal.can_see(sub):
         raise not_found
-    return submission_result(sub)
+    return {**submission_result(sub), "delivery": delivery_state(session, sub.id)}
+
+
+@router.get(
+    "",
+    response_model=SubmissionList,
+    summary="Find submissions by the LMS's own id (`submission_id` in the webhook body)",
+    responses=error_responses(401, 403),
+)
+def find_submissions(
+    principal: ReaderDep,
+    session: SessionDep,
+    lms_submission_id: Annotated[
+        str, Query(min_length=1, max_length=200, description="The id the LMS sent as `submission_id`.")
+    ],
+) -> dict[str, Any]:
+    """An `lms` key finds its own tenant's submission (at most one: the id is unique per tenant);
+    a teacher only within its courses; ops across tenants. An empty list, not 404, when none."""
+    tenant_id, courses = principal.scope()
+    query = select(Submission.id).where(Submission.lms_submission_id == lms_submission_id)
+    if tenant_id is not None:
+        query = query.where(Submission.tenant_id == tenant_id)
+    if courses is not None:
+        query = query.where(Submission.course_id.in_(courses))
+    items = []
+    for sid in session.scalars(query.order_by(Submission.created_at).limit(50)).all():
+        sub = load_submission(session, sid)
+        if sub is not None and principal.can_see(sub):
+            items.append({**submission_result(sub), "delivery": delivery_state(session, sub.id)})
+    return {"items": items}

@@ -12,17 +12,20 @@ import logging
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from api_gateway.auth import Principal, require_roles
+from api_gateway.auth import Principal, current_principal, require_roles, unauthorized
 from api_gateway.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from api_gateway.errors import ApiError, error_responses
 from db.adapters import RegistryError, activate, list_adapters
+from api_gateway.signed_links import check_link, signed_url
 from db.models import Adapter, AnnotationBatch, Role, TrainingJob
+from db.results import iso
 from db.training import add_batch_row, add_job_row, pending_job
+from fleet.settings import Settings
 from fleet.queue import TRAIN_TASK, VALIDATE_BATCH_TASK, publish
 from fleet.storage import StorageError, StorageNotConfigured, StorageUnavailable, parse_uri
 from fleet.training_config import ParamsError, TrainingDefaults, resolve_params
@@ -33,7 +36,8 @@ router = APIRouter(prefix="/v1", tags=["training (ops)"])
 
 
 def _iso(value) -> str | None:
-    return value.isoformat() if value is not None else None
+    """UTC with its offset (`Z`), also for the naive timestamps SQLite hands back."""
+    return iso(value)
 
 
 def batch_view(b: AnnotationBatch) -> dict[str, Any]:
@@ -43,13 +47,18 @@ def batch_view(b: AnnotationBatch) -> dict[str, Any]:
             "created_at": _iso(b.created_at), "validated_at": _iso(b.validated_at)}
 
 
-def job_view(j: TrainingJob, base_url: str) -> dict[str, Any]:
+def report_path(job_id: uuid.UUID | str, kind: str) -> str:
+    return f"/v1/training-jobs/{job_id}/report.{kind}"
+
+
+def job_view(j: TrainingJob, settings: Settings) -> dict[str, Any]:
+    """The job row; `report_url`/`plot_url` are short-lived signed links a browser can open."""
     return {"id": str(j.id), "engine": j.engine, "status": j.status.value, "trigger": j.trigger, "params": j.params,
             "progress": {"step": j.step, "total_steps": j.total_steps, "epoch": j.epoch},
             "latest_loss": j.latest_loss, "metrics": j.metrics, "error": j.error, "attempts": j.attempts,
             "log": j.log.splitlines()[-50:], "checkpoint_uri": j.checkpoint_uri, "report_uri": j.report_uri,
-            "report_url": f"{base_url}/v1/training-jobs/{j.id}/report.md" if j.report_uri else None,
-            "plot_url": f"{base_url}/v1/training-jobs/{j.id}/report.png" if j.report_uri else None,
+            "report_url": signed_url(settings, report_path(j.id, "md")) if j.report_uri else None,
+            "plot_url": signed_url(settings, report_path(j.id, "png")) if j.report_uri else None,
             "created_at": _iso(j.created_at), "started_at": _iso(j.started_at), "finished_at": _iso(j.finished_at)}
 
 
@@ -127,7 +136,7 @@ def start_training_job(body: JobIn, _ops: OpsDep, session: SessionDep, celery: C
         raise ApiError(409, "job_pending", f"{what}; wait for it to finish (one queued/running job per engine)")
     session.commit()
     _publish(celery, TRAIN_TASK, job.id)
-    return job_view(job, settings.public_base_url)
+    return job_view(job, settings)
 
 
 def _job(session, job_id: uuid.UUID) -> TrainingJob:
@@ -140,17 +149,41 @@ def _job(session, job_id: uuid.UUID) -> TrainingJob:
 @router.get("/training-jobs", responses=error_responses(401, 403))
 def list_training_jobs(_ops: OpsDep, session: SessionDep, settings: SettingsDep) -> list[dict[str, Any]]:
     rows = session.scalars(select(TrainingJob).order_by(TrainingJob.created_at.desc()).limit(100))
-    return [job_view(j, settings.public_base_url) for j in rows]
+    return [job_view(j, settings) for j in rows]
 
 
 @router.get("/training-jobs/{job_id}", responses=error_responses(401, 403, 404),
             summary="Status, progress (step of total, epoch), latest loss, evaluation, report links")
 def get_training_job(job_id: uuid.UUID, _ops: OpsDep, session: SessionDep, settings: SettingsDep) -> dict[str, Any]:
-    return job_view(_job(session, job_id), settings.public_base_url)
+    return job_view(_job(session, job_id), settings)
 
 
-@router.get("/training-jobs/{job_id}/report.{kind}", responses=error_responses(401, 403, 404))
-def get_training_report(job_id: uuid.UUID, kind: str, _ops: OpsDep, session: SessionDep, store: StoreDep) -> Response:
+def ops_or_signed_link(
+    request: Request, job_id: uuid.UUID, kind: str, session: SessionDep, settings: SettingsDep,
+    expires: Annotated[int | None, Query(description="Signed link: expiry, Unix seconds")] = None,
+    signature: Annotated[str | None, Query(max_length=128, description="Signed link: HMAC-SHA256, hex")] = None,
+) -> Principal | None:
+    """A valid, unexpired signed link for exactly this report (from `report_url`/`plot_url`), or an
+    ops API key. None for a link: it is its own authority and names no caller."""
+    if expires is None and signature is None:
+        principal = current_principal(request, session, settings)
+        if principal.role is not Role.ops:
+            raise ApiError(403, "role_not_allowed", f"role {principal.role.value} may not do this (allowed: ops)")
+        return principal
+    refused = check_link(settings, report_path(job_id, kind), expires or 0, signature or "")
+    if refused is not None:
+        message = ("this link has expired: read the job again for a fresh one" if refused == "link_expired"
+                   else "the link's signature does not match")
+        raise unauthorized(refused, message, settings.api_key_header)
+    return None
+
+
+@router.get("/training-jobs/{job_id}/report.{kind}", responses=error_responses(401, 403, 404),
+            summary="A job's report (md, png, json): with an ops key, or by the signed link in the job's "
+            "`report_url`/`plot_url` (no header needed, expires after APA_SIGNED_LINK_TTL_S)")
+def get_training_report(job_id: uuid.UUID, kind: str,
+                        _ops: Annotated[Principal | None, Depends(ops_or_signed_link)],
+                        session: SessionDep, store: StoreDep) -> Response:
     media = {"md": "text/markdown", "png": "image/png", "json": "application/json"}
     job = _job(session, job_id)
     if kind not in media or not job.report_uri:

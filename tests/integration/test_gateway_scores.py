@@ -240,6 +240,9 @@ def test_full_result_at_every_granularity(gw: Gateway) -> None:
         "status": "scored", "error": None, "attempts": 1, "adapter_version": "v3", "model_name": "tiny",
         "timings": {"created_at": "2026-01-01T12:00:00Z", "started_at": "2026-01-01T12:00:01Z",
                     "finished_at": "2026-01-01T12:00:03Z", "model_ms": 812.5},
+        "scales": {"sentence": "0-10", "word": "0-10 (stress: 5 or 10)",
+                   "phone": "0-10 (speechocean762's 0-2 x 5: 0 wrong, 5 heavy accent, 10 right)"},
+        "delivery": None,  # no callback row: scored here without the worker's outbox
         "scores": {
             "sentence": {"accuracy": {"value": 8, "expected": 7.6}, "fluency": {"value": 9, "expected": 8.9},
                          "prosody": {"value": 7, "expected": 7.2},

@@ -15,7 +15,7 @@ from db.accounts import create_tenant
 from db.engine import session_scope
 from db.models import Delivery, DeliveryStatus, Submission, SubmissionStatus, utcnow
 from fleet.retry import RETRY_WINDOW_EXHAUSTED, RetryPolicy
-from workers.delivery import deliver, due_deliveries
+from workers.delivery import deliver, due_deliveries, outcome_line
 from workers.egress import callback_client
 from workers.sweeper import sweep
 
@@ -168,3 +168,20 @@ def test_bad_callback_url_fails_instead_of_looping(session_factory, outbox) -> N
         assert row.status == DeliveryStatus.failed and "bad callback URL" in row.last_error
         assert due_deliveries(s) == []
     assert receiver.got == []
+
+
+def test_every_try_logs_whether_the_callback_failed(session_factory, outbox, caplog) -> None:
+    """Celery's own line says the task ran; the delivery's line says the callback FAILED."""
+    receiver, did, _ = outbox([503, 410])
+    caplog.set_level("INFO", logger="workers.delivery")
+    with callback_client(allow_loopback=True) as http:
+        with session_factory() as s:
+            retry_in = deliver(s, did, http, allow_loopback_http=True)
+            assert outcome_line(s, did, retry_in).startswith("callback FAILED (attempt 1): HTTP 503")
+        _make_due(session_factory, did)
+        with session_factory() as s:
+            retry_in = deliver(s, did, http, allow_loopback_http=True)
+            assert outcome_line(s, did, retry_in).startswith("callback FAILED for good after 2 attempts: HTTP 410")
+    lines = [r.getMessage() for r in caplog.records if r.name == "workers.delivery"]
+    assert any(f"callback {did}" in m and "FAILED (attempt 1): HTTP 503" in m and "next try in" in m for m in lines)
+    assert any("FAILED for good after 2 attempts: HTTP 410" in m for m in lines), lines

@@ -65,3 +65,12 @@ def test_aspects_with_constant_gold_are_left_out() -> None:
     assert d.promote and d.aspects == ["sentence.total", "word.total"]
     only_constant = {"sentence.accuracy": cand["sentence.accuracy"]}
     assert not gate(only_constant, base, ["sentence.accuracy"]).promote
+
+
+def test_a_held_out_set_below_the_minimum_never_promotes() -> None:
+    cand = metrics(sentence_total=0.9, sentence_accuracy=0.9, word_total=0.9)
+    base = metrics(sentence_total=0.1, sentence_accuracy=0.1, word_total=0.1)
+    d = gate(cand, base, HEAD, n_heldout=1, min_heldout=20)
+    assert not d.promote
+    assert "held-out set too small to decide: 1 utterance(s), fewer than min_heldout=20" in d.reason
+    assert gate(cand, base, HEAD, n_heldout=20, min_heldout=20).promote

@@ -38,3 +38,34 @@ def test_png_and_storage(tmp_path) -> None:
     assert uri.endswith("report.md")
     assert sorted(o.uri.rsplit("/", 1)[1] for o in store.list(str(tmp_path / "training" / "job-1") + "/")) == [
         "report.json", "report.md", "report.png"]
+
+
+def _texts(fig) -> list[str]:
+    from matplotlib.text import Text
+
+    return [t.get_text() for t in fig.findobj(Text) if t.get_text()]
+
+
+def test_png_labels_nan_aspects_n_and_the_simpo_stage() -> None:
+    import matplotlib.pyplot as plt
+
+    from training_jobs.report import report_figure
+
+    fig = report_figure(METRICS, LOSSES)
+    texts = "\n".join(_texts(fig))
+    plt.close(fig)
+    assert "sentence.fluency (n=12)" in texts
+    assert "sentence.completeness (n=12)\nNaN: gold scores are constant" in texts
+    assert "NaN" in [t.strip() for t in texts.splitlines()]  # the empty bar slot says NaN
+    assert "n=12 utterances" in texts
+    assert "SFT (cross-entropy), steps 1-2" in texts and "SimPO + 0.1 x CE (preference stage), steps 3-3" in texts
+    md = render_markdown("job-1", METRICS, LOSSES)
+    assert "- stage SimPO + 0.1 x CE (preference stage): steps 3-3" in md
+
+
+def test_a_too_small_held_out_set_is_said_plainly() -> None:
+    small = {**METRICS, "n_heldout": 1, "min_heldout": 20, "heldout_too_small": True}
+    md = render_markdown("job-1", small, LOSSES)
+    assert "held-out set too small: 1 utterance(s), fewer than min_heldout=20" in md
+    fig = __import__("training_jobs.report", fromlist=["report_figure"]).report_figure(small, LOSSES)
+    assert any("TOO FEW TO DECIDE" in t for t in _texts(fig))
