@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from api_gateway.credentials import CredentialCache
 from fleet.settings import Settings
 from fleet.storage import ObjectStore
 
@@ -27,6 +28,7 @@ class Services:
     store: ObjectStore
     celery: Celery
     owned_engine: Engine | None = field(default=None, repr=False)  # disposed at shutdown
+    credentials: CredentialCache = field(default_factory=lambda: CredentialCache(5.0))
 
     def close(self) -> None:
         if self.owned_engine is not None:
