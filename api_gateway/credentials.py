@@ -139,6 +139,11 @@ class CredentialCache:
 
         return self._get("tenant", name_or_id, load)
 
+    def clear(self) -> None:
+        """Forget every entry (as if the TTL had passed for all of them)."""
+        with self._lock:
+            self._entries.clear()
+
     def touch_pending(self, key_id: uuid.UUID, every_s: float) -> bool:
         """Whether a use of the key is due to be recorded (read-only; `touch_due` claims it)."""
         with self._lock:

@@ -159,24 +159,24 @@ async def open_loop(
         delay = due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        if idle:
-            conn = idle.pop()
-        elif opened < max_conns:
-            opened += 1
-            conn = await asyncio.open_connection("127.0.0.1", target.port)
-        else:
-            while not idle:
-                await asyncio.sleep(0.001)
-            conn = idle.pop()
+        while True:  # a kept-alive connection if one is free, else a new one up to max_conns
+            if idle:
+                conn = idle.pop()
+                break
+            if opened < max_conns:
+                opened += 1
+                conn = await asyncio.open_connection("127.0.0.1", target.port)
+                break
+            await asyncio.sleep(0.001)
         try:
             status, headers = await asyncio.wait_for(exchange(*conn, reqs[i]), timeout)
             idle.append(conn)
-        except (ConnectionError, asyncio.IncompleteReadError, OSError):
-            status, headers = 599, {}
+        except asyncio.TimeoutError:  # code 0, with the time waited as its (lower-bound) latency
+            status, headers = 0, {}  # (before ConnectionError: TimeoutError is an OSError too)
             conn[1].close()
             opened -= 1
-        except asyncio.TimeoutError:  # counted as code 0 with the timeout as its (lower-bound) latency
-            status, headers = 0, {}
+        except (ConnectionError, asyncio.IncompleteReadError, OSError):
+            status, headers = 599, {}
             conn[1].close()
             opened -= 1
         lat_by_code.setdefault(status, []).append(time.perf_counter() - due)
