@@ -39,22 +39,23 @@ class Services:
             pass
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    """Async, like the three below: a plain `def` dependency costs a thread-pool hop per request."""
     return request.app.state.services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_settings(services: ServicesDep) -> Settings:
+async def get_settings(services: ServicesDep) -> Settings:
     return services.settings
 
 
-def get_store(services: ServicesDep) -> ObjectStore:
+async def get_store(services: ServicesDep) -> ObjectStore:
     return services.store
 
 
-def get_celery(services: ServicesDep) -> Celery:
+async def get_celery(services: ServicesDep) -> Celery:
     return services.celery
 
 

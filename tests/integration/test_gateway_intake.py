@@ -252,3 +252,55 @@ def test_the_gateway_runs_several_worker_processes_each_small(pg_database: str, 
         except subprocess.TimeoutExpired:  # pragma: no cover
             proc.kill()
             proc.wait()
+
+
+# --- a pooled, kept-alive S3 client ---------------------------------------------------------------
+
+
+def test_the_s3_client_keeps_its_connections_for_every_thread(tmp_path: Path) -> None:
+    """32 threads HEAD at once, then 16: the second round reuses the first round's connections
+    (boto3's default pool kept 10 and closed the rest, so most intake HEADs opened a new one).
+    moto under uvicorn here: moto's own server closes every connection, unlike a real S3."""
+    import psutil
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--interface", "wsgi", "tests.moto_keepalive:app", "--port", str(port),
+         "--log-level", "warning"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, 60)
+        settings = Settings(var_dir=tmp_path / "var", s3_endpoint_url=f"http://127.0.0.1:{port}",
+                            s3_access_key_id="test", s3_secret_access_key="test")
+        store = ObjectStore.from_settings(settings)
+        store.s3.create_bucket(Bucket="pooled")
+        uri = "s3://pooled/audio/pooled.wav"
+        store.put(uri, b"RIFF" + b"\0" * 96)
+        me = psutil.Process()
+
+        def client_ports() -> set[int]:
+            return {c.laddr.port for c in me.net_connections(kind="tcp")
+                    if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED}
+
+        def round_of(n: int) -> None:
+            barrier = threading.Barrier(n)
+
+            def head() -> None:
+                barrier.wait()
+                for _ in range(3):
+                    assert store.head(uri).size == 100
+
+            threads = [threading.Thread(target=head) for _ in range(n)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+
+        round_of(32)
+        first = client_ports()
+        assert len(first) >= 16, f"only {len(first)} connections kept after 32 concurrent HEADs"
+        round_of(16)
+        assert client_ports() <= first, "the second round opened new connections"
+    finally:
+        server.terminate()
+        server.wait(20)
