@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     # Intake at the floor (issue 10; README "Gateway capacity").
     gateway_workers: int = Field(default=1, ge=1, description="uvicorn worker processes of `apa-fleet gateway`.")
     gateway_max_inflight: int = Field(
-        default=64, ge=1, description="Requests in progress per gateway process; beyond it a 503 with Retry-After."
+        default=32, ge=1, description="Requests in progress per gateway process; beyond it a 503 with Retry-After."
     )
     db_pool_size: int = Field(default=10, ge=1, description="Pooled database connections per process.")
     db_max_overflow: int = Field(default=5, ge=0)
