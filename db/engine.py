@@ -19,6 +19,7 @@ def make_engine(
     pool_size: int = 5,
     max_overflow: int = 10,
     pool_timeout_s: float = 30.0,
+    ping_idle_after_s: float | None = None,
 ) -> Engine:
     """An engine for `url`; the pool arguments apply to Postgres (the gateway passes its settings)."""
     parsed = make_url(url)
@@ -41,7 +42,7 @@ def make_engine(
     engine = create_engine(
         url, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pool_timeout=pool_timeout_s
     )
-    ping_when_idle(engine, PING_IDLE_AFTER_S)
+    ping_when_idle(engine, PING_IDLE_AFTER_S if ping_idle_after_s is None else ping_idle_after_s)
     return engine
 
 

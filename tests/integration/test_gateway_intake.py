@@ -304,3 +304,24 @@ def test_the_s3_client_keeps_its_connections_for_every_thread(tmp_path: Path) ->
     finally:
         server.terminate()
         server.wait(20)
+
+
+# --- pooled connections: pinged only after an idle spell ---------------------------------------
+
+
+def test_a_connection_that_died_while_idle_is_replaced_at_checkout(pg_database: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = make_engine(pg_database, pool_size=1, max_overflow=0, ping_idle_after_s=0.3)
+    admin = create_engine(pg_database, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        with admin.connect() as a:
+            a.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        time.sleep(0.4)  # idle past the threshold: the checkout pings, finds it dead, opens another
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar() != pid
+    finally:
+        engine.dispose()
+        admin.dispose()
