@@ -198,14 +198,15 @@ def accept_submission(
 
     sid = uuid.uuid4()
     now = utcnow()
-    values = dict(
-        id=sid, tenant_id=tenant.id, lms_submission_id=payload.submission_id, webhook_id=webhook_id,
-        learner_id=payload.learner_id, course_id=payload.course_id, assignment_id=payload.assignment_id,
-        reference_text=payload.reference_text,
-        reference_phones=[list(p) for p in given] if given is not None else None,
-        audio_uri=payload.audio_uri, granularity=payload.granularity.value, callback_url=payload.callback_url,
-        status=SubmissionStatus.queued, attempts=0, created_at=now, updated_at=now,
-    )
+    values = {
+        "id": sid, "tenant_id": tenant.id, "lms_submission_id": payload.submission_id, "webhook_id": webhook_id,
+        "learner_id": payload.learner_id, "course_id": payload.course_id, "assignment_id": payload.assignment_id,
+        "reference_text": payload.reference_text,
+        "reference_phones": [list(p) for p in given] if given is not None else None,
+        "audio_uri": payload.audio_uri, "granularity": payload.granularity.value,
+        "callback_url": payload.callback_url, "status": SubmissionStatus.queued, "attempts": 0,
+        "created_at": now, "updated_at": now,
+    }
     with write_connection(sessions) as conn:
         created = insert_new(conn, values)
     if not created:

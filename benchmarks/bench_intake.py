@@ -51,19 +51,19 @@ from sqlalchemy import create_engine, text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from db.accounts import create_api_key, create_tenant  # noqa: E402
-from db.engine import make_engine, make_session_factory, session_scope  # noqa: E402
-from db.models import Role  # noqa: E402
-from fleet.migrate import upgrade  # noqa: E402
-from tests.conftest import SAMPLE_DIR, free_port, wait_for_port  # noqa: E402
-from tests.helpers_webhooks import signed_headers  # noqa: E402
+from db.accounts import create_api_key, create_tenant
+from db.engine import make_engine, make_session_factory, session_scope
+from db.models import Role
+from fleet.migrate import upgrade
+from tests.conftest import SAMPLE_DIR, free_port, wait_for_port
+from tests.helpers_webhooks import signed_headers
 
 
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 # ---- requests -----------------------------------------------------------------------------------
@@ -128,7 +128,7 @@ async def closed_loop(target: Target, connections: int, seconds: float, reqs: li
                     return
                 try:
                     status, _ = await asyncio.wait_for(exchange(reader, writer, raw), 30)
-                except asyncio.TimeoutError:  # no answer in 30 s: code 0 (a stalled server)
+                except TimeoutError:  # no answer in 30 s: code 0 (a stalled server)
                     status = 0
                     writer.close()
                     reader, writer = await asyncio.open_connection("127.0.0.1", target.port)
@@ -182,7 +182,7 @@ async def open_loop(
                 conn = await asyncio.open_connection("127.0.0.1", target.port)
                 status, headers = await asyncio.wait_for(exchange(*conn, reqs[i]), timeout)
             idle.append(conn)
-        except asyncio.TimeoutError:  # code 0, with the time waited as its (lower-bound) latency
+        except TimeoutError:  # code 0, with the time waited as its (lower-bound) latency
             status, headers = 0, {}  # (before ConnectionError: TimeoutError is an OSError too)
             conn[1].close()
             opened -= 1

@@ -17,10 +17,10 @@ import os
 import queue
 import uuid
 
+import psycopg
 from celery import Celery
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
-import psycopg
 from standardwebhooks import Webhook
 
 SECRET = os.environ["APA_MIN_SECRET"]

@@ -17,7 +17,12 @@ from api_gateway.credentials import NeedsDatabase, TenantView, no_database
 from api_gateway.deps import Services, ServicesDep, SessionDep, SettingsDep
 from api_gateway.errors import ApiError, error_responses
 from api_gateway.intake import accept_submission
-from api_gateway.schemas import SubmissionAccepted, SubmissionIn, SubmissionOut, inline_schema
+from api_gateway.schemas import (
+    SubmissionAccepted,
+    SubmissionIn,
+    SubmissionOut,
+    inline_schema,
+)
 from api_gateway.webhooks import WebhookError, verify_webhook
 from db.models import Role
 from db.results import load_submission, submission_result

@@ -20,8 +20,8 @@ def gateway(
 
     from api_gateway.app import create_app
 
-    options = dict(host=host or cfg.gateway_host, port=port or cfg.gateway_port, log_level=log_level,
-                   proxy_headers=True)
+    options = {"host": host or cfg.gateway_host, "port": port or cfg.gateway_port, "log_level": log_level,
+               "proxy_headers": True}
     if cfg.gateway_workers > 1:
         # Several processes (issue 10): each builds its app from the same APA_* environment.
         # uvicorn picks httptools and uvloop when installed (`uvicorn[standard]`, a base dependency).
