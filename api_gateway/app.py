@@ -17,7 +17,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from sqlalchemy.orm import Session, sessionmaker
 
+from api_gateway.admission import AdmissionMiddleware
 from api_gateway.contract import document_refusals
+from api_gateway.credentials import CredentialCache
 from api_gateway.deps import Services
 from api_gateway.edge import EdgeMiddleware
 from api_gateway.error_handlers import install_error_handlers
@@ -42,7 +44,10 @@ def build_services(
     if sessions is None:
         from db.engine import make_engine, make_session_factory
 
-        owned = make_engine(settings.effective_database_url)
+        owned = make_engine(
+            settings.effective_database_url, pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow, pool_timeout_s=settings.db_pool_timeout_s,
+        )
         sessions = make_session_factory(owned)
     if store is None:
         store = ObjectStore.from_settings(settings)
@@ -50,7 +55,8 @@ def build_services(
         from fleet.queue import make_celery
 
         celery = make_celery(settings)
-    return Services(settings=settings, sessions=sessions, store=store, celery=celery, owned_engine=owned)
+    return Services(settings=settings, sessions=sessions, store=store, celery=celery, owned_engine=owned,
+                    credentials=CredentialCache(settings.auth_cache_ttl_s))
 
 
 def warm_lexicon() -> None:
@@ -93,6 +99,8 @@ def create_app(
     app.state.services = services
     app.state.metrics = GatewayMetrics(services)
     app.add_middleware(EdgeMiddleware)  # inside MetricsMiddleware (added after it), so refusals are counted
+    # Before the edge buffers a body: an overloaded process refuses without reading it (issue 10).
+    app.add_middleware(AdmissionMiddleware, max_inflight=settings.gateway_max_inflight)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     install_error_handlers(app)
 

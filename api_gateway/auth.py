@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
@@ -21,13 +22,14 @@ from fastapi import Depends, Request
 from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
+from api_gateway.credentials import CredentialCache, KeyGrant, TenantView
 from api_gateway.deps import SessionDep, SettingsDep
 from api_gateway.errors import ApiError
-from db.accounts import find_active_key
 from db.models import ApiKey, Role, Submission, utcnow
 from db.results import as_utc
 
 log = logging.getLogger(__name__)
+SessionOpener = Callable[[], AbstractContextManager[Session]]
 
 TOUCH_EVERY = timedelta(minutes=1)
 
@@ -44,7 +46,7 @@ class Principal:
     courses: tuple[str, ...]
 
     @classmethod
-    def of(cls, key: ApiKey) -> Principal:
+    def of(cls, key: KeyGrant) -> Principal:
         return cls(key.id, Role(key.role), key.tenant_id, tuple(key.courses or ()))
 
     def can_see(self, sub: Submission) -> bool:
@@ -71,36 +73,53 @@ class Principal:
         return self.tenant_id, None
 
 
-def touch_key(session: Session, key: ApiKey) -> None:
-    """Record use at most once a minute: one conditional UPDATE, skipped on most requests."""
+def touch_key(open_session: SessionOpener, grant: KeyGrant, credentials: CredentialCache) -> None:
+    """Record use at most once a minute per process: one conditional UPDATE, skipped on most requests."""
     now = utcnow()
-    last = as_utc(key.last_used_at)
+    last = as_utc(grant.last_used_at)
     if last is not None and now - last < TOUCH_EVERY:
         return
+    if not credentials.touch_pending(grant.id, TOUCH_EVERY.total_seconds()):
+        return
     try:
-        session.execute(
-            update(ApiKey)
-            .where(ApiKey.id == key.id, or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - TOUCH_EVERY))
-            .values(last_used_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        session.commit()
-        key.last_used_at = now
+        with open_session() as session:  # on the event loop this raises NeedsDatabase: retried in a thread
+            if not credentials.touch_due(grant.id, TOUCH_EVERY.total_seconds()):
+                return
+            session.execute(
+                update(ApiKey)
+                .where(ApiKey.id == grant.id,
+                       or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - TOUCH_EVERY))
+                .values(last_used_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            session.commit()
     except Exception as exc:  # bookkeeping must never fail a request
-        session.rollback()
-        log.warning("cannot record use of key %s: %s", key.prefix, exc)
+        log.warning("cannot record use of key %s: %s", grant.prefix, exc)
 
 
-def authenticate(request: Request, session: Session, header: str) -> ApiKey | None:
-    """The active key in the header; None when there is no header; 401 when it is not valid."""
+def authenticate_with(
+    request: Request, open_session: SessionOpener, header: str
+) -> tuple[KeyGrant, TenantView | None] | None:
+    """The active key in the header and its tenant; None without a header; 401 when it is not valid.
+
+    Answered from the process's credential cache when it can (issue 10); `open_session` is only
+    called on a miss, so a cached key costs no database round trip at all.
+    """
     presented = request.headers.get(header)
     if not presented:
         return None
-    key = find_active_key(session, presented.strip())
-    if key is None:
+    credentials: CredentialCache = request.app.state.services.credentials
+    found = credentials.key(presented.strip(), open_session)
+    if found is None:
         raise unauthorized("invalid_api_key", f"the {header} key is unknown or revoked", header)
-    touch_key(session, key)
-    return key
+    touch_key(open_session, found[0], credentials)
+    return found
+
+
+def authenticate(request: Request, session: Session, header: str) -> KeyGrant | None:
+    """`authenticate_with` on a session the caller already holds."""
+    found = authenticate_with(request, lambda: nullcontext(session), header)
+    return found[0] if found is not None else None
 
 
 def current_principal(request: Request, session: SessionDep, settings: SettingsDep) -> Principal:

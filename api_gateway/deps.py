@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from api_gateway.credentials import CredentialCache
 from fleet.settings import Settings
 from fleet.storage import ObjectStore
 
@@ -27,6 +28,7 @@ class Services:
     store: ObjectStore
     celery: Celery
     owned_engine: Engine | None = field(default=None, repr=False)  # disposed at shutdown
+    credentials: CredentialCache = field(default_factory=lambda: CredentialCache(5.0))
 
     def close(self) -> None:
         if self.owned_engine is not None:
@@ -37,22 +39,23 @@ class Services:
             pass
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    """Async, like the three below: a plain `def` dependency costs a thread-pool hop per request."""
     return request.app.state.services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_settings(services: ServicesDep) -> Settings:
+async def get_settings(services: ServicesDep) -> Settings:
     return services.settings
 
 
-def get_store(services: ServicesDep) -> ObjectStore:
+async def get_store(services: ServicesDep) -> ObjectStore:
     return services.store
 
 
-def get_celery(services: ServicesDep) -> Celery:
+async def get_celery(services: ServicesDep) -> Celery:
     return services.celery
 
 

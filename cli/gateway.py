@@ -27,7 +27,11 @@ def gateway(
 
     from api_gateway.app import create_app
 
-    uvicorn.run(
-        create_app(cfg), host=host or cfg.gateway_host, port=port or cfg.gateway_port,
-        log_level=log_level, proxy_headers=True,
-    )
+    options = {"host": host or cfg.gateway_host, "port": port or cfg.gateway_port, "log_level": log_level,
+               "proxy_headers": True}
+    if cfg.gateway_workers > 1:
+        # Several processes (issue 10): each builds its app from the same APA_* environment.
+        # uvicorn picks httptools and uvloop when installed (`uvicorn[standard]`, a base dependency).
+        uvicorn.run("api_gateway.app:create_app", factory=True, workers=cfg.gateway_workers, **options)
+    else:
+        uvicorn.run(create_app(cfg), **options)

@@ -126,6 +126,23 @@ class Settings(BaseSettings):
     signed_link_secret: SecretStr | None = None  # unset: a random secret per gateway process
     signed_link_ttl_s: int = Field(default=900, ge=1)
 
+    # Intake at the floor (issue 10; README "Gateway capacity").
+    gateway_workers: int = Field(default=1, ge=1, description="uvicorn worker processes of `apa-fleet gateway`.")
+    gateway_max_inflight: int = Field(
+        default=32, ge=1, description="Requests in progress per gateway process; beyond it a 503 with Retry-After."
+    )
+    db_pool_size: int = Field(default=10, ge=1, description="Pooled database connections per process.")
+    db_max_overflow: int = Field(default=5, ge=0)
+    db_pool_timeout_s: float = Field(default=2.0, gt=0, description="Wait for a pooled connection, then 503.")
+    auth_cache_ttl_s: float = Field(
+        default=5.0, ge=0, description="API keys and tenants are cached this long: a revocation takes effect within it."
+    )
+    intake_head_check: bool = Field(
+        default=True,
+        description="HEAD the audio object at intake: an immediate 422 for a missing or oversized object, "
+        "at the cost of one S3 round trip per submission (off: the worker reports it as a failed submission).",
+    )
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:

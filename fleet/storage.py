@@ -173,6 +173,11 @@ class ObjectStore:
                 read_timeout=30,
                 retries={"max_attempts": self._max_attempts, "mode": "standard"},
                 s3={"addressing_style": "path"},
+                # Kept-alive connections for every thread that may call at once (the gateway's
+                # pool has 40): past the default 10, urllib3 dropped each extra connection after
+                # use, so most HEADs paid a new TCP connection (issue 10).
+                max_pool_connections=64,
+                tcp_keepalive=True,
             )
             self._client = boto3.client("s3", config=config, **self._s3_kwargs)
         return self._client

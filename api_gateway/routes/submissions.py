@@ -10,17 +10,18 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from api_gateway.auth import ReaderDep, authenticate, unauthorized
-from api_gateway.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
+from api_gateway.auth import ReaderDep, SessionOpener, authenticate_with, unauthorized
+from api_gateway.credentials import NeedsDatabase, TenantView, no_database
+from api_gateway.deps import Services, ServicesDep, SessionDep, SettingsDep
 from api_gateway.errors import ApiError, error_responses
 from api_gateway.intake import accept_submission
 from api_gateway.schemas import SubmissionAccepted, SubmissionIn, SubmissionList, SubmissionOut, inline_schema
 from api_gateway.webhooks import WebhookError, verify_webhook
-from db.accounts import AccountError, get_tenant
-from db.models import Role, Submission, Tenant
+from db.models import Role, Submission
 from db.results import delivery_state, load_submission, submission_result
 
 log = logging.getLogger(__name__)
@@ -29,35 +30,42 @@ router = APIRouter(prefix="/v1/submissions", tags=["submissions"])
 MAX_BODY_BYTES = 64 * 1024
 
 
-def webhook_tenant(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    tenant: Annotated[
-        str | None,
-        Query(description="Tenant name or id, for an LMS that signs but cannot send an API key."),
-    ] = None,
-) -> Tenant:
-    """The tenant a delivery comes from: by its `lms` API key, else by `?tenant=`."""
-    header = settings.api_key_header
-    key = authenticate(request, session, header)
-    found: Tenant | None
-    if key is not None:
+def resolve_tenant(
+    request: Request, services: Services, tenant: str | None, open_session: SessionOpener | None = None
+) -> TenantView:
+    """The tenant a delivery comes from: by its `lms` API key, else by `?tenant=` (cached, issue 10)."""
+    header = services.settings.api_key_header
+    opener = open_session or services.sessions
+    found_key = authenticate_with(request, opener, header)
+    found: TenantView | None
+    if found_key is not None:
+        key, found = found_key
         if key.role is not Role.lms:
             raise ApiError(403, "role_not_allowed", f"only lms keys submit recordings, not {key.role.value} keys")
-        found = session.get(Tenant, key.tenant_id) if key.tenant_id else None
         if found is not None and tenant is not None and tenant not in (found.name, str(found.id)):
             raise unauthorized("tenant_mismatch", "?tenant= names another tenant than the API key's", header)
     elif tenant:
-        try:
-            found = get_tenant(session, tenant)
-        except AccountError:
-            found = None
+        found = services.credentials.tenant(tenant, opener)
     else:
         raise unauthorized("missing_credentials", f"send an lms API key in {header} or ?tenant=<name>", header)
     if found is None or not found.active:
         raise unauthorized("unknown_tenant", "no active tenant matches these credentials", header)
     return found
+
+
+async def webhook_tenant(
+    request: Request,
+    services: ServicesDep,
+    tenant: Annotated[
+        str | None,
+        Query(description="Tenant name or id, for an LMS that signs but cannot send an API key."),
+    ] = None,
+) -> TenantView:
+    """`resolve_tenant` on the event loop when the cache can answer, in a thread when it must query."""
+    try:
+        return resolve_tenant(request, services, tenant, no_database)
+    except NeedsDatabase:
+        return await run_in_threadpool(resolve_tenant, request, services, tenant)
 
 
 async def webhook_body(request: Request) -> bytes:
@@ -75,15 +83,15 @@ async def webhook_body(request: Request) -> bytes:
 
 @dataclass
 class SignedDelivery:
-    tenant: Tenant
+    tenant: TenantView
     webhook_id: str
     body: bytes
 
 
-def signed_delivery(
+async def signed_delivery(
     request: Request,
     settings: SettingsDep,
-    tenant: Annotated[Tenant, Depends(webhook_tenant)],
+    tenant: Annotated[TenantView, Depends(webhook_tenant)],
     body: Annotated[bytes, Depends(webhook_body)],
 ) -> SignedDelivery:
     try:
@@ -124,25 +132,23 @@ def parse_payload(body: bytes) -> SubmissionIn:
     },
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": inline_schema(SubmissionIn)}}}},
 )
-def create_submission(
+async def create_submission(
     response: Response,
     delivery: Annotated[SignedDelivery, Depends(signed_delivery)],
-    session: SessionDep,
-    store: StoreDep,
-    celery: CeleryDep,
-    settings: SettingsDep,
+    services: ServicesDep,
 ) -> SubmissionAccepted:
+    """One thread-pool hop for the blocking work; no session is held by the request itself."""
+    settings = services.settings
     payload = parse_payload(delivery.body)
-    accepted = accept_submission(
-        session, store=store, celery=celery, settings=settings,
+    accepted = await run_in_threadpool(
+        accept_submission, services.sessions, store=services.store, celery=services.celery, settings=settings,
         tenant=delivery.tenant, webhook_id=delivery.webhook_id, payload=payload,
     )
-    sub = accepted.submission
-    status_url = f"{settings.public_base_url.rstrip('/')}/v1/submissions/{sub.id}"
+    status_url = f"{settings.public_base_url.rstrip('/')}/v1/submissions/{accepted.id}"
     response.status_code = 202 if accepted.created else 200
     response.headers["Location"] = status_url
     return SubmissionAccepted(
-        id=str(sub.id), status=sub.status.value, status_url=status_url, duplicate=not accepted.created
+        id=str(accepted.id), status=accepted.status.value, status_url=status_url, duplicate=not accepted.created
     )
 
 

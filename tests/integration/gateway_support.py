@@ -120,8 +120,10 @@ class Gateway:
 
 
 def make_gateway(
-    database_url: str, *, s3_server: str, bucket: str, tmp_path: Path, redis_db: int, broker_url: str | None = None
+    database_url: str, *, s3_server: str, bucket: str, tmp_path: Path, redis_db: int, broker_url: str | None = None,
+    own_pool: bool = False, **settings_overrides: Any,
 ) -> Gateway:
+    """`own_pool`: the app builds its engine from the settings (db_pool_*), as `apa-fleet gateway` does."""
     redis_url = f"{REDIS_BASE}/{redis_db}"
     r = redis.Redis.from_url(redis_url)
     r.flushdb()
@@ -137,6 +139,7 @@ def make_gateway(
         s3_connect_timeout_s=2,
         max_audio_bytes=MAX_AUDIO_BYTES,
         public_base_url="https://apa.example",
+        **settings_overrides,
     )
     engine = make_engine(database_url)
     sessions = make_session_factory(engine)
@@ -158,7 +161,7 @@ def make_gateway(
         revoked, keys["revoked"] = create_api_key(s, Role.lms, tenant=ta)
         s.flush()
         revoke_api_key(s, str(revoked.id))
-    app = create_app(settings, sessions=sessions, store=store)
+    app = create_app(settings, store=store) if own_pool else create_app(settings, sessions=sessions, store=store)
     client = TestClient(app)
     return Gateway(client, settings, sessions, store, bucket, r, a, b, keys, engine)
 

@@ -170,6 +170,12 @@ def test_a_dropped_database_is_503_with_retry_after_everywhere(gw_pg: Gateway, p
     with admin.connect() as conn:  # the outage: the gateway's database disappears under it
         conn.execute(text(f'DROP DATABASE "{pg_database.rsplit("/", 1)[1]}" WITH (FORCE)'))
     admin.dispose()
+    # A key cached before the outage (issue 10) still passes the role check without the database
+    # for up to auth_cache_ttl_s; then the body is checked as usual.
+    cached = gw_pg.client.post("/v1/training-jobs", headers={**ops, "content-type": "application/json"},
+                               content=b"{not json")
+    assert_refused(cached, 422, "invalid_json")
+    gw_pg.client.app.state.services.credentials.clear()  # past the TTL: every key is read again
 
     requests = [
         ("GET", "/v1/submissions/" + str(uuid.uuid4()), lms, None),

@@ -146,25 +146,34 @@ def test_concurrent_identical_deliveries_make_one_row(gw_pg: Gateway) -> None:
     assert len(g.score_messages()) == 1
 
 
-def test_lost_race_is_settled_by_the_unique_constraints(gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A delivery that looked before the winner committed inserts, hits the constraint, answers 200."""
-    import api_gateway.intake as intake
+def test_a_delivery_is_one_insert_on_conflict_and_a_repeat_one_more_read(gw: Gateway) -> None:
+    """Issue 10: no look-up before the insert, no key or tenant query once cached, no pre-ping;
+    a repeat costs the INSERT that made no row and one read of the stored row."""
+    from sqlalchemy import event
 
-    payload = gw.payload(submission_id="lms-late")
-    first = gw.post(payload)
+    first = gw.post(gw.payload())  # caches the key and its tenant
     assert first.status_code == 202
-    real = intake.existing_deliveries
-    calls: list[int] = []
+    statements: list[str] = []
 
-    def looked_too_early(*args, **kwargs):
-        calls.append(1)
-        return [] if len(calls) == 1 else real(*args, **kwargs)
+    def record(_conn, _cursor, statement, *_args) -> None:
+        statements.append(" ".join(statement.split()).upper())
 
-    monkeypatch.setattr(intake, "existing_deliveries", looked_too_early)
-    late = gw.post(payload)  # new webhook id, same LMS submission id
-    assert late.status_code == 200 and late.json()["id"] == first.json()["id"]
-    assert len(calls) == 2
-    assert len(gw.submissions()) == 1 and len(gw.score_messages()) == 1
+    event.listen(gw.engine, "before_cursor_execute", record)
+    try:
+        payload = gw.payload(submission_id="lms-one-trip")
+        new = gw.post(payload)
+        assert new.status_code == 202, new.text
+        assert len(statements) == 1, statements
+        assert statements[0].startswith("INSERT INTO SUBMISSIONS")
+        assert "ON CONFLICT DO NOTHING" in statements[0] and "RETURNING" in statements[0]
+
+        statements.clear()
+        late = gw.post(payload)  # new webhook id, same LMS submission id: the constraint settles it
+        assert late.status_code == 200 and late.json()["id"] == new.json()["id"]
+        assert [st.split()[0] for st in statements] == ["INSERT", "SELECT"], statements
+    finally:
+        event.remove(gw.engine, "before_cursor_execute", record)
+    assert len(gw.submissions()) == 2 and len(gw.score_messages()) == 2
 
 
 def test_lms_without_api_key_identifies_itself_by_tenant(gw_sqlite: Gateway) -> None:
