@@ -1,0 +1,31 @@
+"""Extract and cache GOP features for a speechocean762-layout folder (scores.json/manifest + audio).
+
+    python scripts/extract_gop_features.py ../shared/data/speechocean762/train var/gop-cache/train.pkl --workers 2
+
+The cache (a pickle of utt_id -> feature arrays, tagged with FEATURE_VERSION) lets the head be
+trained and evaluated without re-running the acoustic model. Not committed: it is rebuilt from data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pronunciation.gop.dataset import extract_folder  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--workers", type=int, default=2)
+    a = ap.parse_args()
+    feats = extract_folder(a.folder, cache=a.out, workers=a.workers, progress=True)
+    print(f"{len(feats)} utterances -> {a.out}")
+
+
+if __name__ == "__main__":
+    main()
