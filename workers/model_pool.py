@@ -1,4 +1,4 @@
-"""The process's Qwen2-Audio with its active LoRA adapter, switched without a restart.
+"""The process's scoring engine; for Qwen2-Audio with its active LoRA adapter, switched without a restart.
 
 Before each batch the pool reads the active adapter of its base model from the registry (one
 indexed query); when ops promote another version, the next batch downloads it once into a local
@@ -42,14 +42,17 @@ class ModelPool:
 
     @property
     def base_model(self) -> str:
-        return self.settings.registry_base_model
+        return "gop" if self.settings.engine == "gop" else self.settings.registry_base_model
 
     def model(self):
+        """The process's engine (pronunciation.engines), loaded on first use."""
         with self._lock:
             if self._model is None:
-                from pronunciation.runtime import ScoringModel
+                from pronunciation.engines import load_engine
 
-                self._model = ScoringModel.load(ensure_model_files(self.settings), device=self.settings.device)
+                path = ensure_model_files(self.settings) if self.settings.engine == "qwen2-audio" else None
+                self._model = load_engine(self.settings.engine, model_path=path, device=self.settings.device,
+                                          head_dir=self.settings.gop_head_dir or None)
             return self._model
 
     def active_adapter(self) -> tuple[str, str] | None:
@@ -63,13 +66,16 @@ class ModelPool:
 
     def ready_model(self):
         """The model with the registry's active adapter switched in (or none when none is active)."""
-        model = self.model()
+        engine = self.model()
+        if not hasattr(engine, "model"):  # an engine without LoRA adapters (gop) scores as loaded
+            return engine
+        model = engine.model
         wanted = self.active_adapter()
         current = model.active_adapter_version
         if wanted is None:
             if current is not None:
                 model.activate(None)
-            return model
+            return engine
         version, uri = wanted
         if current != version:
             try:
@@ -84,4 +90,4 @@ class ModelPool:
                 # A broken or unreachable adapter must not stop scoring: keep the current one
                 # (every result records the version that really produced it) and try again next batch.
                 log.exception("could not switch to adapter %s; still scoring with %s", version, current)
-        return model
+        return engine

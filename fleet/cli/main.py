@@ -8,6 +8,7 @@ from fleet.cli.accounts import keys_app, tenants_app
 from fleet.cli.database import db_app
 from fleet.cli.gateway import gateway
 from fleet.cli.demo import demo
+from fleet.cli.evaluate import evaluate
 from fleet.cli.score import score
 from fleet.cli.services import run, worker
 from fleet.cli.train import train
@@ -22,6 +23,7 @@ app.command()(worker)
 app.command()(run)
 app.command()(demo)
 app.command()(train)
+app.command()(evaluate)
 
 if __name__ == "__main__":
     app()

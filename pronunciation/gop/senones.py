@@ -13,7 +13,7 @@ from pronunciation.gop.model_files import AcousticModel
 
 
 def gaussian_loglik(am: AcousticModel, feats: np.ndarray) -> np.ndarray:
-    """(T, codebook, stream, density) log densities of (T, stream, dim) features.
+    """(T, stream, codebook, density) log densities of (T, stream, dim) features.
 
     log N = gconst - 0.5 * sum(iv * (x - mu)^2) is one product of [x^2, x, 1] with a matrix
     precomputed per model (`AcousticModel.quadratic`), one matmul per stream.
@@ -25,19 +25,19 @@ def gaussian_loglik(am: AcousticModel, feats: np.ndarray) -> np.ndarray:
     for s in range(n_st):
         x = feats[:, s]
         np.matmul(np.hstack([x * x, x, ones]), am.quadratic[s], out=out[:, s])
-    return out.reshape(t, n_st, n_cb, n_d).transpose(0, 2, 1, 3)
+    return out.reshape(t, n_st, n_cb, n_d)
 
 
 def senone_loglik(am: AcousticModel, gauss: np.ndarray, senones: np.ndarray) -> np.ndarray:
     """(T, len(senones)) log-likelihoods: sum over streams of log sum_d w_d N_d."""
-    top = gauss.max(-1)  # (T, cb, stream)
-    scaled = np.exp(gauss - top[..., None])  # (T, cb, stream, dens)
+    top = gauss.max(-1)  # (T, stream, cb)
+    scaled = np.exp(gauss - top[..., None])  # (T, stream, cb, dens)
     cb = am.mdef.senone_base[senones]
     weights = np.exp(am.log_weights[:, :, senones])  # (stream, dens, S)
     out = np.zeros((len(gauss), len(senones)), np.float32)
     for c in np.unique(cb):  # group senones by codebook: one small matmul per codebook and stream
-        cols = np.where(cb == c)[0]
-        for s in range(scaled.shape[2]):
-            mix = scaled[:, c, s] @ weights[s][:, cols]
-            out[:, cols] += np.log(mix + 1e-30) + top[:, c, s][:, None]
+        cols = np.flatnonzero(cb == c)
+        for s in range(scaled.shape[1]):
+            mix = scaled[:, s, c] @ weights[s][:, cols]
+            out[:, cols] += np.log(mix + 1e-30) + top[:, s, c][:, None]
     return out
