@@ -44,8 +44,10 @@ class Settings(BaseSettings):
     s3_connect_timeout_s: float = 5.0
     s3_max_attempts: int = 3
 
-    engine: Literal["gop", "qwen2-audio"] = Field(
-        default="gop", description="Scoring engine: gop (CPU, trained GOP head) or qwen2-audio (GPU; model_path).")
+    engine: Literal["gop", "qwen2-audio"] | None = Field(
+        default=None,
+        description="Scoring engine: gop (CPU, trained GOP head) or qwen2-audio (model_path, GPU); "
+                    "unset = qwen2-audio when model_path is set, else gop.")
     gop_head_dir: str = Field(default="", description="Folder of a gop head (head.pkl.xz + head.json); empty = the shipped one.")
     model_path: str = Field(default="", description="Local path or hub id of Qwen2-Audio; empty = tiny model under var_dir.")
     adapter_prefix: str = "adapters/"
@@ -113,9 +115,14 @@ class Settings(BaseSettings):
         return not self.model_path
 
     @property
+    def effective_engine(self) -> str:
+        """The engine that scores: the configured one, else qwen2-audio for configured weights, else gop."""
+        return self.engine or ("qwen2-audio" if self.model_path else "gop")
+
+    @property
     def scores_are_tiny(self) -> bool:
         """True when served scores come from the tiny random Qwen2-Audio (never with the gop engine)."""
-        return self.engine == "qwen2-audio" and self.uses_tiny_model
+        return self.effective_engine == "qwen2-audio" and self.uses_tiny_model
 
     @property
     def registry_base_model(self) -> str:

@@ -35,6 +35,7 @@ class AssessmentResult:
     model_is_tiny: bool
     engine: str = "qwen2-audio"  # which engine scored it (pronunciation.engines)
     model_version: str | None = None  # the engine's model version (adapter, or gop head digest)
+    model_name: str | None = None  # the engine's own model name; None: the worker's configured base model
 
 
 def scoring_input(request: AssessmentRequest) -> ScoringInput:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 ENGINES: tuple[str, ...] = ("gop", "qwen2-audio")
 DEFAULT_ENGINE = "gop"
+GOP_MODEL_NAME = "gop: pocketsphinx en-us acoustic model + trained head"
 
 
 @runtime_checkable
@@ -65,9 +66,14 @@ class GopEngine:
     name = "gop"
 
     def __init__(self, head: GopHead | None = None, extractor: FeatureExtractor | None = None) -> None:
+        from threadpoolctl import threadpool_limits
+
         from pronunciation.gop.features import FeatureExtractor
         from pronunciation.gop.head import shipped_head
 
+        # The model's matrix products are small: extra BLAS threads only spin on the other cores
+        # (measured: twice the CPU time per utterance), so a gop process keeps BLAS to one thread.
+        self._blas_limit = threadpool_limits(limits=1, user_api="blas")
         self.head = head or shipped_head()
         self.extractor = extractor or FeatureExtractor()
 
@@ -84,7 +90,8 @@ class GopEngine:
             scores = self.head.predict(self.extractor.extract(r.audio, r.reference))
             a = assessment_from_slots(r.reference, r.granularity, slot_values(scores, r.reference, r.granularity))
             out.append(AssessmentResult(assessment=a, raw_text=render(a, r.reference), adapter_version=None,
-                                        model_is_tiny=False, engine=self.name, model_version=self.model_version))
+                                        model_is_tiny=False, engine=self.name, model_version=self.model_version,
+                                        model_name=GOP_MODEL_NAME))
         return out
 
 

@@ -42,7 +42,7 @@ class ModelPool:
 
     @property
     def base_model(self) -> str:
-        return "gop" if self.settings.engine == "gop" else self.settings.registry_base_model
+        return self.settings.registry_base_model
 
     def model(self):
         """The process's engine (pronunciation.engines), loaded on first use."""
@@ -50,8 +50,8 @@ class ModelPool:
             if self._model is None:
                 from pronunciation.engines import load_engine
 
-                path = ensure_model_files(self.settings) if self.settings.engine == "qwen2-audio" else None
-                self._model = load_engine(self.settings.engine, model_path=path, device=self.settings.device,
+                path = ensure_model_files(self.settings) if self.settings.effective_engine == "qwen2-audio" else None
+                self._model = load_engine(self.settings.effective_engine, model_path=path, device=self.settings.device,
                                           head_dir=self.settings.gop_head_dir or None)
             return self._model
 
@@ -65,7 +65,8 @@ class ModelPool:
         return (row.version, row.uri) if row else None
 
     def ready_model(self):
-        """The model with the registry's active adapter switched in (or none when none is active)."""
+        """What `pronunciation.assess.assess` scores with: the gop engine as loaded, or the Qwen2-Audio
+        model with the registry's active adapter switched in (or none when none is active)."""
         engine = self.model()
         if not hasattr(engine, "model"):  # an engine without LoRA adapters (gop) scores as loaded
             return engine
@@ -75,7 +76,7 @@ class ModelPool:
         if wanted is None:
             if current is not None:
                 model.activate(None)
-            return engine
+            return model
         version, uri = wanted
         if current != version:
             try:
@@ -90,4 +91,4 @@ class ModelPool:
                 # A broken or unreachable adapter must not stop scoring: keep the current one
                 # (every result records the version that really produced it) and try again next batch.
                 log.exception("could not switch to adapter %s; still scoring with %s", version, current)
-        return engine
+        return model

@@ -66,7 +66,7 @@ def save_scores(
     if not _own(session, sub_id, attempt, status=SubmissionStatus.scored, finished_at=now,
                 raw_output=result.raw_text, adapter_version=result.adapter_version,
                 engine=result.engine, model_version=result.model_version,
-                model_name=model_name, model_ms=model_ms, error_code=None, error_message=None):
+                model_name=result.model_name or model_name, model_ms=model_ms, error_code=None, error_message=None):
         session.rollback()
         return False
     if a.sentence is not None:

@@ -144,7 +144,7 @@ def run_demo(cfg: Settings, n: int = 3, timeout_s: float = 300) -> int:
                         results[name] = got
                         progress.advance(task)
                 time.sleep(0.5)
-    table = Table(title="apa-fleet demo" + (" (tiny random model: scores mean nothing)" if cfg.scores_are_tiny else f" (engine {cfg.engine})"))
+    table = Table(title="apa-fleet demo" + (" (tiny random model: scores mean nothing)" if cfg.scores_are_tiny else f" (engine {cfg.effective_engine})"))
     for col in ("clip", "text", "status", "accuracy", "fluency", "prosody", "complete", "total"):
         table.add_column(col)
     word_lines: list[str] = []

@@ -83,7 +83,7 @@ def evaluate(
     from workers.model_pool import ensure_model_files
 
     cfg = settings()
-    name = ensure_engine_name(engine or cfg.engine)
+    name = ensure_engine_name(engine or cfg.effective_engine)
     if not (folder / "scores.json").exists():
         console.print(f"[red]error:[/red] {folder} has no scores.json")
         raise typer.Exit(2)

@@ -48,7 +48,7 @@ def score(
     from workers.model_pool import ensure_model_files
 
     cfg = settings()
-    name = ensure_engine_name(engine or cfg.engine)
+    name = ensure_engine_name(engine or cfg.effective_engine)
     try:
         mode = Granularity(granularity)
     except ValueError:

@@ -46,14 +46,33 @@ def _model(cfg: BoostingSettings, iterations: int, categorical: list[int] | None
     )
 
 
-def _fit_oof(cfg, iterations, x, y, groups, categorical=None):
-    """(out-of-fold predictions, model fitted on everything)."""
+def _fit(cfg, iterations, categorical, x, y):
+    return _model(cfg, iterations, categorical).fit(x, y)
+
+
+def _fit_predict(cfg, iterations, categorical, x, y, x_out):
+    return _fit(cfg, iterations, categorical, x, y).predict(x_out)
+
+
+def _fit_oof(cfg, iterations, x, y, groups, categorical=None, pool=None):
+    """(out-of-fold predictions, model fitted on everything); the folds run in `pool` when given.
+
+    Each fit is deterministic, so running them in parallel gives the same models as in sequence."""
     from sklearn.model_selection import GroupKFold
 
+    folds = list(GroupKFold(FOLDS).split(x, y, groups))
+    if pool is None:
+        parts = [_fit_predict(cfg, iterations, categorical, x[tr], y[tr], x[va]) for tr, va in folds]
+        full = _fit(cfg, iterations, categorical, x, y)
+    else:
+        futures = [pool.submit(_fit_predict, cfg, iterations, categorical, x[tr], y[tr], x[va]) for tr, va in folds]
+        full_future = pool.submit(_fit, cfg, iterations, categorical, x, y)
+        parts = [f.result() for f in futures]
+        full = full_future.result()
     oof = np.zeros(len(y), np.float32)
-    for tr, va in GroupKFold(FOLDS).split(x, y, groups):
-        oof[va] = _model(cfg, iterations, categorical).fit(x[tr], y[tr]).predict(x[va])
-    return oof, _model(cfg, iterations, categorical).fit(x, y)
+    for (_, va), p in zip(folds, parts, strict=True):
+        oof[va] = p
+    return oof, full
 
 
 @dataclass
@@ -76,7 +95,7 @@ class BoostingStack:
 
 def train_stack(
     feats: list[UtteranceFeatures], labels: list[dict], speakers: list[str], cfg: BoostingSettings = BoostingSettings(),
-    log=print,
+    log=print, pool=None,
 ) -> BoostingStack:
     """Fit the three levels on parallel lists of features, expert labels and speaker ids."""
     rows = [phone_rows(f) for f in feats]
@@ -87,7 +106,7 @@ def train_stack(
     utt = np.concatenate([np.full(len(r), i) for i, r in enumerate(rows)])
     groups = np.array(speakers)[utt]
     log(f"phone level: {len(y)} phones")
-    pp, phone_model = _fit_oof(cfg, cfg.phone_iterations, x, y, groups, categorical=[PHONE_ID_COLUMN])
+    pp, phone_model = _fit_oof(cfg, cfg.phone_iterations, x, y, groups, categorical=[PHONE_ID_COLUMN], pool=pool)
     per_utt_pp = np.split(pp, np.cumsum([len(r) for r in rows])[:-1])
     wr = [word_rows(f, r, p) for f, r, p in zip(feats, rows, per_utt_pp, strict=True)]
     wx = np.vstack(wr)
@@ -96,12 +115,16 @@ def train_stack(
     log(f"word level: {len(wy)} words")
     word_models, word_oof = {}, {}
     for k, name in enumerate(WORD_TARGETS):
-        word_oof[name], word_models[name] = _fit_oof(cfg, cfg.upper_iterations, wx, wy[:, k], wg)
+        word_oof[name], word_models[name] = _fit_oof(cfg, cfg.upper_iterations, wx, wy[:, k], wg, pool=pool)
     per_utt_wa = np.split(word_oof["accuracy"], np.cumsum([len(r) for r in wr])[:-1])
     sx = np.vstack([sentence_row(f, r, p, w) for f, r, p, w in zip(feats, rows, per_utt_pp, per_utt_wa, strict=True)])
     sy = np.vstack([sentence_targets(lab) for lab in labels])
     log(f"sentence level: {len(sy)} utterances")
-    sent_models = {}
-    for k, name in enumerate(SENTENCE_TARGETS):
-        sent_models[name] = _model(cfg, cfg.upper_iterations).fit(sx, sy[:, k])  # top level: no OOF needed
+    # top level: no OOF needed
+    if pool is None:
+        sent_models = {name: _fit(cfg, cfg.upper_iterations, None, sx, sy[:, k]) for k, name in enumerate(SENTENCE_TARGETS)}
+    else:
+        futures = {name: pool.submit(_fit, cfg, cfg.upper_iterations, None, sx, sy[:, k])
+                   for k, name in enumerate(SENTENCE_TARGETS)}
+        sent_models = {name: f.result() for name, f in futures.items()}
     return BoostingStack(stats=stats, phone=phone_model, word=word_models, sentence=sent_models)

@@ -40,6 +40,20 @@ class HeadScores:
     sentence: dict[str, float]  # accuracy, fluency, prosodic, completeness, total on 0..10
 
 
+SPOKEN_WORD_ACCURACY = 5.0
+
+
+def completeness(word_accuracy: np.ndarray) -> float:
+    """10 x the share of reference words spoken, a word counting in proportion to its predicted
+    accuracy up to SPOKEN_WORD_ACCURACY.
+
+    The corpus defines completeness as the share of words pronounced, and its labels are almost
+    all 10 (no learnable signal: the paper reports NaN), so a learned model predicts a constant;
+    this rule instead drops when a word is missing, which is what a teacher needs to see.
+    """
+    return float(10.0 * np.minimum(1.0, word_accuracy / SPOKEN_WORD_ACCURACY).mean())
+
+
 @dataclass
 class GopHead:
     boosting: BoostingStack | None
@@ -70,8 +84,10 @@ class GopHead:
         s = np.mean([x[2] for x in parts], 0)
         from pronunciation.gop.targets import SENTENCE_TARGETS
 
-        return HeadScores(np.clip(p, 0, 2), np.clip(w, 0, 10),
-                          {k: float(np.clip(v, 0, 10)) for k, v in zip(SENTENCE_TARGETS, s, strict=True)})
+        w = np.clip(w, 0, 10)
+        sentence = {k: float(np.clip(v, 0, 10)) for k, v in zip(SENTENCE_TARGETS, s, strict=True)}
+        sentence["completeness"] = completeness(w[:, 0])
+        return HeadScores(np.clip(p, 0, 2), w, sentence)
 
     # -- storage ----------------------------------------------------------------------------------
 
@@ -131,19 +147,3 @@ def slot_values(scores: HeadScores, reference: Reference, granularity: Granulari
             k += 1
     return out
 
-
-def corpus_entry(scores: HeadScores, reference: Reference) -> dict:
-    """The scores in speechocean762's scores.json format (floats): what `--predictions` writes."""
-    entry: dict = {"text": " ".join(w.text for w in reference.words)}
-    entry.update({k: round(float(v), 4) for k, v in scores.sentence.items()})
-    words, k = [], 0
-    for i, w in enumerate(reference.words):
-        n = len(w.phones)
-        words.append({
-            "text": w.text, "accuracy": round(float(scores.word[i, 0]), 4), "stress": round(float(scores.word[i, 1]), 4),
-            "total": round(float(scores.word[i, 2]), 4), "phones": list(w.phones),
-            "phones-accuracy": [round(float(x), 4) for x in scores.phone[k : k + n]],
-        })
-        k += n
-    entry["words"] = words
-    return entry

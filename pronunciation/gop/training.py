@@ -7,6 +7,7 @@ shipped head and a retrained one are made the same way.
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import ProcessPoolExecutor
 import pickle
 import time
 from dataclasses import asdict, dataclass, field
@@ -14,10 +15,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from pronunciation.corpus_metrics import corpus_metrics
-from pronunciation.gop.boosting import BoostingSettings, train_stack
+from pronunciation.gop.boosting import FOLDS, BoostingSettings, train_stack
 from pronunciation.gop.dataset import LabelledUtterance
 from pronunciation.gop.features import FEATURE_VERSION, UtteranceFeatures
-from pronunciation.gop.head import GopHead, corpus_entry
+from pronunciation.gop.head import GopHead, HeadScores, slot_values
 from pronunciation.gop.transformer_train import TransformerSettings, train_transformer
 
 
@@ -27,6 +28,7 @@ class HeadSettings:
     transformer: TransformerSettings = field(default_factory=TransformerSettings)
     transformer_seeds: tuple[int, ...] = (0, 1, 2)
     use_boosting: bool = True
+    parallel: bool = True  # transformer seeds in their own processes, beside the boosting stack
 
 
 def fit_head(
@@ -39,20 +41,27 @@ def fit_head(
     labels = [u.labels for u in use]
     speakers = [u.speaker for u in use]
     t0 = time.time()
-    stack = train_stack(f, labels, speakers, settings.boosting, log=log) if settings.use_boosting else None
-    if stack is None:
-        from pronunciation.gop.boosting import N_CI
-        from pronunciation.gop.head_features import phone_rows, phone_stats
+    from pronunciation.gop.boosting import N_CI
+    from pronunciation.gop.head_features import phone_rows, phone_stats
 
-        stats = phone_stats(np.vstack([phone_rows(x) for x in f]), N_CI)
-    else:
-        stats = stack.stats
-    log(f"boosting trained in {time.time() - t0:.0f} s")
-    transformers = []
-    for seed in settings.transformer_seeds:
-        t1 = time.time()
-        transformers.append(train_transformer(f, labels, stats, seed, settings.transformer))
-        log(f"transformer seed {seed} trained in {time.time() - t1:.0f} s")
+    stats = phone_stats(np.vstack([phone_rows(x) for x in f]), N_CI)  # the same statistics the stack computes
+    seeds = settings.transformer_seeds
+    pool = ProcessPoolExecutor(len(seeds)) if settings.parallel and seeds else None
+    fold_pool = ProcessPoolExecutor(FOLDS + 1) if settings.parallel else None
+    try:
+        futures = [pool.submit(train_transformer, f, labels, stats, s, settings.transformer) for s in seeds] if pool else []
+        stack = (train_stack(f, labels, speakers, settings.boosting, log=log, pool=fold_pool)
+                 if settings.use_boosting else None)
+        log(f"boosting trained in {time.time() - t0:.0f} s")
+        if pool:
+            transformers = [fu.result() for fu in futures]
+        else:
+            transformers = [train_transformer(f, labels, stats, s, settings.transformer) for s in seeds]
+        log(f"{len(seeds)} transformer seeds trained; {time.time() - t0:.0f} s in all")
+    finally:
+        for p in (pool, fold_pool):
+            if p:
+                p.shutdown()
     meta = {
         "feature_version": FEATURE_VERSION,
         "train_utterances": len(use),
@@ -62,9 +71,19 @@ def fit_head(
     return GopHead(stack, transformers, stats, meta)
 
 
+def corpus_prediction(scores: HeadScores, reference) -> dict:
+    """The head's scores as `apa-fleet evaluate` sees them: through the full Assessment."""
+    from pronunciation.corpus_eval import corpus_entry
+    from pronunciation.output_format import assessment_from_slots
+    from pronunciation.schema import Granularity
+
+    full = Granularity.FULL
+    return corpus_entry(assessment_from_slots(reference, full, slot_values(scores, reference, full)))
+
+
 def predict_items(head: GopHead, items: list[LabelledUtterance], feats: dict[str, UtteranceFeatures]) -> dict:
     """speechocean762-format predictions for every item with features."""
-    return {u.utt_id: corpus_entry(head.predict(feats[u.utt_id]), u.reference) for u in items if u.utt_id in feats}
+    return {u.utt_id: corpus_prediction(head.predict(feats[u.utt_id]), u.reference) for u in items if u.utt_id in feats}
 
 
 def measure(head: GopHead, items: list[LabelledUtterance], feats: dict[str, UtteranceFeatures]) -> dict[str, dict]:
