@@ -95,11 +95,14 @@ def evaluate(
         task = progress.add_task("score", total=total)
         gold, pred, failed = predict_folder(eng, folder, limit=limit, on_item=lambda _: progress.advance(task))
     result = corpus_metrics(gold, pred)
-    title = f"{name} {eng.model_version} on {folder} ({result.utterances} utterances, {len(failed)} failed)"
-    table = Table(*_header(), title=title)
+    counts = f"{result.utterances} utterances, {len(failed)} failed"
+    title = f"{name} {eng.model_version} on {folder} ({counts})"
+    table = Table(*_header(), title=f"{name} {eng.model_version}")
     for row in _rows(result.metrics):
         table.add_row(*row)
-    console.print(table)
+    # a pipe or file gets the whole table, not one cut to 80 columns
+    (console if console.is_terminal else Console(width=220)).print(table)
+    console.print(f"{counts} in {folder}")
     if failed:
         console.print(f"[yellow]{len(failed)} utterances failed:[/yellow] " + ", ".join(
             f"{u} ({c})" for u, c in list(failed.items())[:10]))
