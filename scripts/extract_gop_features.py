@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pronunciation.gop.dataset import extract_folder  # noqa: E402
+from pronunciation.gop.dataset import extract_folder
 
 
 def main() -> None:

@@ -24,9 +24,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pronunciation.gop.dataset import extract_folder, read_folder  # noqa: E402
-from pronunciation.gop.head import WEIGHTS_DIR  # noqa: E402
-from pronunciation.gop.training import HeadSettings, fit_head, head_digest, measure, speaker_carve  # noqa: E402
+from pronunciation.gop.dataset import extract_folder, read_folder
+from pronunciation.gop.head import WEIGHTS_DIR
+from pronunciation.gop.training import (
+    HeadSettings,
+    fit_head,
+    head_digest,
+    measure,
+    speaker_carve,
+)
 
 DATA = Path(os.environ.get("SO762", ROOT.parent / "shared" / "data" / "speechocean762"))
 SAMPLE = Path(os.environ.get("SO762_SAMPLE", ROOT.parent / "shared" / "data" / "speechocean762-sample"))

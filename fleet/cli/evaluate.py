@@ -73,7 +73,13 @@ def evaluate(
     limit: Annotated[int | None, typer.Option(help="Only the first N utterances (subsets mislead: see README).")] = None,
 ) -> None:
     """Score a labelled folder and print PCC / SCC / RMSE per aspect beside published figures."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     from fleet.cli.score import ensure_engine_name
     from pronunciation.corpus_eval import predict_folder

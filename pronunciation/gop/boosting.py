@@ -20,7 +20,13 @@ from pronunciation.gop.head_features import (
     sentence_row,
     word_rows,
 )
-from pronunciation.gop.targets import SENTENCE_TARGETS, WORD_TARGETS, phone_targets, sentence_targets, word_targets
+from pronunciation.gop.targets import (
+    SENTENCE_TARGETS,
+    WORD_TARGETS,
+    phone_targets,
+    sentence_targets,
+    word_targets,
+)
 
 N_CI = 42  # codebooks (CI phones) of the en-US model
 FOLDS = 5

@@ -14,7 +14,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from pronunciation.gop.features import FEATURE_VERSION, FeatureExtractor, UtteranceFeatures
+from pronunciation.gop.features import (
+    FEATURE_VERSION,
+    FeatureExtractor,
+    UtteranceFeatures,
+)
 from pronunciation.lexicon import Reference, build_reference
 
 AUDIO_SUFFIXES = (".ogg", ".flac", ".wav", ".mp3")
@@ -73,7 +77,13 @@ def _extract_one(item: tuple[str, Path, Reference]) -> tuple[str, dict | None, s
 
 
 def _progress(total: int, label: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     p = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     return p

@@ -13,7 +13,7 @@ import numpy as np
 from pronunciation.gop.mfcc import SAMPLE_RATE, frames
 
 PAUSE_FRAMES = 10  # a between-word silence of at least 100 ms counts as a pause
-VOWELS = frozenset("AA AE AH AO AW AY EH ER EY IH IY OW OY UH UW".split())
+VOWELS = frozenset(["AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"])
 
 UTTERANCE_FEATURES: tuple[str, ...] = (
     "speech_rate", "articulation_rate", "speech_span", "n_frames", "lead_silence", "trail_silence",

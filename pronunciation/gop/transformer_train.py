@@ -11,8 +11,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from pronunciation.gop.features import UtteranceFeatures
-from pronunciation.gop.transformer import DIM, LAYERS, MAX_PHONES, N_ASPECTS, token_inputs
 from pronunciation.gop.targets import phone_targets, sentence_targets, word_targets
+from pronunciation.gop.transformer import (
+    DIM,
+    LAYERS,
+    MAX_PHONES,
+    N_ASPECTS,
+    token_inputs,
+)
 
 
 @dataclass(frozen=True)
@@ -26,7 +32,7 @@ class TransformerSettings:
 
 def _build(n_features: int, n_utt: int, dropout: float):
     import torch
-    import torch.nn as nn
+    from torch import nn
 
     class GOPT(nn.Module):
         def __init__(self) -> None:
