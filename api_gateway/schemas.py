@@ -148,6 +148,8 @@ class SubmissionOut(BaseModel):
     attempts: int
     adapter_version: str | None
     model_name: str | None
+    engine: str | None = None
+    model_version: str | None = None
     timings: TimingsOut
     scales: ScalesOut
     scores: ScoresOut

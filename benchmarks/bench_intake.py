@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 from db.accounts import create_api_key, create_tenant
 from db.engine import make_engine, make_session_factory, session_scope
 from db.models import Role
-from fleet.migrate import upgrade
+from migrations.runner import upgrade
 from tests.conftest import SAMPLE_DIR, free_port, wait_for_port
 from tests.helpers_webhooks import signed_headers
 
@@ -338,7 +338,7 @@ def main() -> None:
             gw_env[name] = value
         src = args.gateway_src.resolve()
         gw_env["PYTHONPATH"] = (f"{uvloop_shim()}:" if args.h11 else "") + str(src)
-        gateway = start([sys.executable, "-m", "fleet.cli.main", "gateway", "--port", str(gw_port),
+        gateway = start([sys.executable, "-m", "cli.main", "gateway", "--port", str(gw_port),
                          "--log-level", "warning"], gw_env, gw_port, tmp / "gateway.log", cwd=src)
         procs.append(gateway)
 

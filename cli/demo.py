@@ -179,7 +179,7 @@ def _wait_results(http: httpx.Client, cfg: Settings, key: str, ids: dict[str, st
 def _print_results(cfg: Settings, clips: list[DemoClip], ids: dict[str, str], results: dict[str, dict],
                    key: str, out: Console = console) -> None:
     """A table that fits 80 columns, a legend, the words, the key and what to try next."""
-    title = "apa-fleet demo" + (" (tiny random model: scores mean nothing)" if cfg.uses_tiny_model else "")
+    title = "apa-fleet demo" + (" (tiny random model: scores mean nothing)" if cfg.scores_are_tiny else f" (engine {cfg.effective_engine})")
     table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
     table.add_column("clip", no_wrap=True)
     table.add_column("learner", no_wrap=True)

@@ -9,6 +9,7 @@ from cli.database import db_app
 from cli.gateway import gateway
 from cli.lti import lti_app
 from cli.demo import demo
+from cli.evaluate import evaluate
 from cli.score import score
 from cli.services import beat, run, worker, worker_health
 from cli.train import train
@@ -26,6 +27,7 @@ app.command("worker-health")(worker_health)
 app.command()(run)
 app.command()(demo)
 app.command()(train)
+app.command()(evaluate)
 
 if __name__ == "__main__":
     app()

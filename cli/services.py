@@ -147,7 +147,7 @@ def run(
             fleet.start("train worker", _child_argv(["worker", "--queues", "train"]))
             _wait_gateway(cfg.public_base_url, fleet, timeout_s=120)
             console.print(f"[green]apa-fleet is up[/green]: gateway {cfg.public_base_url} (docs at /docs)")
-            if cfg.uses_tiny_model:
+            if cfg.scores_are_tiny:
                 console.print("[yellow]Scoring with the tiny random model: its scores mean nothing. "
                               "Set APA_MODEL_PATH to Qwen2-Audio weights for real scores.[/yellow]")
             if demo:

@@ -196,6 +196,8 @@ class Submission(Base):
 
     adapter_version: Mapped[str | None] = mapped_column(String(64))
     model_name: Mapped[str | None] = mapped_column(String(300))
+    engine: Mapped[str | None] = mapped_column(String(32))  # pronunciation.engines name that scored it
+    model_version: Mapped[str | None] = mapped_column(String(64))  # that engine's model version
     raw_output: Mapped[str | None] = mapped_column(Text)
 
     sentence: Mapped[SentenceScore | None] = relationship(back_populates="submission", cascade="all, delete-orphan")

@@ -107,6 +107,8 @@ def submission_result(sub: Submission) -> dict[str, Any]:
         "attempts": sub.attempts or 0,
         "adapter_version": sub.adapter_version,
         "model_name": sub.model_name,
+        "engine": sub.engine,
+        "model_version": sub.model_version,
         "timings": {
             "created_at": iso(sub.created_at),
             "started_at": iso(sub.started_at),

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
-from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     s3_connect_timeout_s: float = 5.0
     s3_max_attempts: int = 3
 
+    engine: Literal["gop", "qwen2-audio"] | None = Field(
+        default=None,
+        description="Scoring engine: gop (CPU, trained GOP head) or qwen2-audio (model_path, GPU); "
+                    "unset = qwen2-audio when model_path is set, else gop.")
+    gop_head_dir: str = Field(default="", description="Folder of a gop head (head.pkl.xz + head.json); empty = the shipped one.")
     model_path: str = Field(default="", description="Local path or hub id of Qwen2-Audio; empty = tiny model under var_dir.")
     adapter_prefix: str = "adapters/"
     device: str = "auto"
@@ -205,6 +210,16 @@ class Settings(BaseSettings):
     @property
     def uses_tiny_model(self) -> bool:
         return not self.model_path
+
+    @property
+    def effective_engine(self) -> str:
+        """The engine that scores: the configured one, else qwen2-audio for configured weights, else gop."""
+        return self.engine or ("qwen2-audio" if self.model_path else "gop")
+
+    @property
+    def scores_are_tiny(self) -> bool:
+        """True when served scores come from the tiny random Qwen2-Audio (never with the gop engine)."""
+        return self.effective_engine == "qwen2-audio" and self.uses_tiny_model
 
     @property
     def registry_base_model(self) -> str:

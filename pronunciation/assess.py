@@ -33,6 +33,9 @@ class AssessmentResult:
     raw_text: str
     adapter_version: str | None
     model_is_tiny: bool
+    engine: str = "qwen2-audio"  # which engine scored it (pronunciation.engines)
+    model_version: str | None = None  # the engine's model version (adapter, or gop head digest)
+    model_name: str | None = None  # the engine's own model name; None: the worker's configured base model
 
 
 def scoring_input(request: AssessmentRequest) -> ScoringInput:
@@ -45,8 +48,18 @@ def scoring_input(request: AssessmentRequest) -> ScoringInput:
     )
 
 
-def assess(model: ScoringModel, requests: list[AssessmentRequest]) -> list[AssessmentResult]:
-    """Score several recordings in one batched model call."""
+def assess(model, requests: list[AssessmentRequest]) -> list[AssessmentResult]:
+    """Score several recordings with an engine (pronunciation.engines), or a bare Qwen2-Audio
+    `ScoringModel`, which is scored as the `qwen2-audio` engine."""
+    if hasattr(model, "assess"):
+        return model.assess(requests)
+    from pronunciation.engines import QwenEngine
+
+    return QwenEngine(model).assess(requests)
+
+
+def assess_with_model(model: ScoringModel, requests: list[AssessmentRequest]) -> list[AssessmentResult]:
+    """Score several recordings in one batched Qwen2-Audio call."""
     outputs = model.score([scoring_input(r) for r in requests])
     return [
         AssessmentResult(

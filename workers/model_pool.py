@@ -1,4 +1,4 @@
-"""The process's Qwen2-Audio with its active LoRA adapter, switched without a restart.
+"""The process's scoring engine; for Qwen2-Audio with its active LoRA adapter, switched without a restart.
 
 Before each batch the pool reads the active adapter of its base model from the registry (one
 indexed query); when ops promote another version, the next batch downloads it once into a local
@@ -38,14 +38,15 @@ class ModelPool:
         return self.settings.registry_base_model
 
     def model(self):
+        """The process's engine (pronunciation.engines), loaded on first use."""
         with self._lock:
             if self._model is None:
-                from pronunciation.runtime import ScoringModel
-                from pronunciation.tiny_model import ensure_model_files
+                from pronunciation.engines import load_engine
 
-                path = ensure_model_files(self.settings.effective_model_path, tiny=self.settings.uses_tiny_model)
-                self._model = ScoringModel.load(path, device=self.settings.device,
-                                                trim_audio_window=self.settings.trim_audio_window)
+                cfg = self.settings
+                self._model = load_engine(cfg.effective_engine, model_path=cfg.effective_model_path, device=cfg.device,
+                                          head_dir=cfg.gop_head_dir or None, tiny=cfg.uses_tiny_model,
+                                          trim_audio_window=cfg.trim_audio_window)
             return self._model
 
     def active_adapter(self) -> tuple[str, str] | None:
@@ -65,8 +66,12 @@ class ModelPool:
             log.info("unloaded adapter %s (only the active and the previous one stay loaded)", version)
 
     def ready_model(self):
-        """The model with the registry's active adapter switched in (or none when none is active)."""
-        model = self.model()
+        """What `pronunciation.assess.assess` scores with: the gop engine as loaded, or the Qwen2-Audio
+        model with the registry's active adapter switched in (or none when none is active)."""
+        engine = self.model()
+        if not hasattr(engine, "model"):  # an engine without LoRA adapters (gop) scores as loaded
+            return engine
+        model = engine.model
         wanted = self.active_adapter()
         current = model.active_adapter_version
         if wanted is None:

@@ -69,7 +69,9 @@ def save_scores(
     now = utcnow()
     if not _own(session, sub_id, attempt, status=SubmissionStatus.scored, finished_at=now,
                 raw_output=result.raw_text, adapter_version=result.adapter_version,
-                model_name=model_name, model_ms=model_ms, error_code=None, error_message=None, lease_expires_at=None):
+                engine=result.engine, model_version=result.model_version,
+                model_name=result.model_name or model_name, model_ms=model_ms, error_code=None, error_message=None,
+                lease_expires_at=None):
         session.rollback()
         return False
     if a.sentence is not None:

@@ -1,5 +1,6 @@
 """The README's first command: `apa-fleet run` on the embedded defaults (SQLite, local folder,
-filesystem broker, tiny model), with no service at all, scores the demo recordings."""
+filesystem broker, the gop engine on CPU), with no service at all, scores the demo recordings for
+real: no tiny-model score table anywhere."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def test_run_on_embedded_defaults_scores_the_demo(tmp_path) -> None:
                           env=env, capture_output=True, text=True, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
-    assert out.count(" scored ") >= 3 and "scores mean nothing" in out
+    assert out.count(" scored ") >= 3 and "(engine gop)" in out and "scores mean nothing" not in out
     assert "value (expected value)" in out and "KEY=apa_" in out and "next, try:" in out
     assert "…" not in out  # the table fits 80 columns
     assert {f"learner-{i}" for i in (1, 2, 3)} <= set(out.split())  # one learner per clip

@@ -23,7 +23,7 @@ import pytest
 from db.accounts import create_api_key, create_tenant, hash_key, revoke_api_key
 from db.engine import make_engine, make_session_factory, session_scope
 from db.models import ApiKey, Role, Tenant
-from fleet.migrate import upgrade
+from migrations.runner import upgrade
 from fleet.settings import Settings
 from fleet.storage import ObjectStore
 from tests.conftest import ROOT, free_port, wait_for_port
@@ -219,7 +219,7 @@ def test_the_gateway_runs_several_worker_processes_each_small(pg_database: str, 
                APA_S3_ACCESS_KEY_ID="test", APA_S3_SECRET_ACCESS_KEY="test", APA_BUCKET=s3_bucket)
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fleet.cli.main", "gateway", "--port", str(port), "--log-level", "warning"],
+        [sys.executable, "-m", "cli.main", "gateway", "--port", str(port), "--log-level", "warning"],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:

@@ -217,6 +217,7 @@ def test_full_result_at_every_granularity(gw: Gateway) -> None:
             assignment_id="a1", reference_text="We call", audio_uri="s3://b/k.wav", granularity="full",
             status=SubmissionStatus.scored, attempts=1, created_at=T0, started_at=T0 + timedelta(seconds=1),
             finished_at=T0 + timedelta(seconds=3), model_ms=812.5, adapter_version="v3", model_name="tiny",
+            engine="qwen2-audio", model_version="v3",
         )
         sub.sentence = SentenceScore(accuracy=8, accuracy_expected=7.6, fluency=9, fluency_expected=8.9,
                                      prosody=7, prosody_expected=7.2, completeness=10, completeness_expected=9.9,
@@ -238,6 +239,7 @@ def test_full_result_at_every_granularity(gw: Gateway) -> None:
         "id": str(sid), "submission_id": "full-1", "tenant_id": str(gw.a.id), "learner_id": "L",
         "course_id": "c1", "assignment_id": "a1", "reference_text": "We call", "granularity": "full",
         "status": "scored", "error": None, "attempts": 1, "adapter_version": "v3", "model_name": "tiny",
+        "engine": "qwen2-audio", "model_version": "v3",
         "timings": {"created_at": "2026-01-01T12:00:00Z", "started_at": "2026-01-01T12:00:01Z",
                     "finished_at": "2026-01-01T12:00:03Z", "model_ms": 812.5},
         "scales": {"sentence": "0-10", "word": "0-10 (stress: 5 or 10)",

@@ -1,0 +1,107 @@
+"""Fit a `GopHead` on labelled utterances (features + expert labels + speakers) and measure it.
+
+One function used by the rebuild script, the dev-carve tuning and the training queue, so the
+shipped head and a retrained one are made the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from pronunciation.corpus_metrics import corpus_metrics
+from pronunciation.gop.boosting import FOLDS, BoostingSettings, train_stack
+from pronunciation.gop.dataset import LabelledUtterance
+from pronunciation.gop.features import FEATURE_VERSION, UtteranceFeatures
+from pronunciation.gop.head import GopHead, HeadScores, slot_values
+from pronunciation.gop.transformer_train import TransformerSettings, train_transformer
+
+
+@dataclass(frozen=True)
+class HeadSettings:
+    boosting: BoostingSettings = field(default_factory=BoostingSettings)
+    transformer: TransformerSettings = field(default_factory=TransformerSettings)
+    transformer_seeds: tuple[int, ...] = (0, 1, 2)
+    use_boosting: bool = True
+    parallel: bool = True  # transformer seeds in their own processes, beside the boosting stack
+
+
+def fit_head(
+    items: list[LabelledUtterance], feats: dict[str, UtteranceFeatures], settings: HeadSettings = HeadSettings(),
+    log=print,
+) -> GopHead:
+    """Train on every item that has features; metadata records data and settings (not metrics)."""
+    use = [u for u in items if u.utt_id in feats]
+    f = [feats[u.utt_id] for u in use]
+    labels = [u.labels for u in use]
+    speakers = [u.speaker for u in use]
+    t0 = time.time()
+    from pronunciation.gop.boosting import N_CI
+    from pronunciation.gop.head_features import phone_rows, phone_stats
+
+    stats = phone_stats(np.vstack([phone_rows(x) for x in f]), N_CI)  # the same statistics the stack computes
+    seeds = settings.transformer_seeds
+    pool = ProcessPoolExecutor(len(seeds)) if settings.parallel and seeds else None
+    fold_pool = ProcessPoolExecutor(FOLDS + 1) if settings.parallel else None
+    try:
+        futures = [pool.submit(train_transformer, f, labels, stats, s, settings.transformer) for s in seeds] if pool else []
+        stack = (train_stack(f, labels, speakers, settings.boosting, log=log, pool=fold_pool)
+                 if settings.use_boosting else None)
+        log(f"boosting trained in {time.time() - t0:.0f} s")
+        if pool:
+            transformers = [fu.result() for fu in futures]
+        else:
+            transformers = [train_transformer(f, labels, stats, s, settings.transformer) for s in seeds]
+        log(f"{len(seeds)} transformer seeds trained; {time.time() - t0:.0f} s in all")
+    finally:
+        for p in (pool, fold_pool):
+            if p:
+                p.shutdown()
+    meta = {
+        "feature_version": FEATURE_VERSION,
+        "train_utterances": len(use),
+        "train_speakers": len(set(speakers)),
+        "settings": asdict(settings),
+    }
+    return GopHead(stack, transformers, stats, meta)
+
+
+def corpus_prediction(scores: HeadScores, reference) -> dict:
+    """The head's scores as `apa-fleet evaluate` sees them: through the full Assessment."""
+    from pronunciation.corpus_eval import corpus_entry
+    from pronunciation.output_format import assessment_from_slots
+    from pronunciation.schema import Granularity
+
+    full = Granularity.FULL
+    return corpus_entry(assessment_from_slots(reference, full, slot_values(scores, reference, full)))
+
+
+def predict_items(head: GopHead, items: list[LabelledUtterance], feats: dict[str, UtteranceFeatures]) -> dict:
+    """speechocean762-format predictions for every item with features."""
+    return {u.utt_id: corpus_prediction(head.predict(feats[u.utt_id]), u.reference) for u in items if u.utt_id in feats}
+
+
+def measure(head: GopHead, items: list[LabelledUtterance], feats: dict[str, UtteranceFeatures]) -> dict[str, dict]:
+    """label -> {pcc, scc, rmse, n} on `items`."""
+    pred = predict_items(head, items, feats)
+    gold = {u.utt_id: u.labels for u in items}
+    return {k: m.model_dump() for k, m in corpus_metrics(gold, pred).metrics.items()}
+
+
+def head_digest(head: GopHead) -> str:
+    """A content hash of the head's parameters: the model version's suffix."""
+    blob = pickle.dumps((head.boosting, head.transformers, head.stats), protocol=pickle.HIGHEST_PROTOCOL)
+    return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def speaker_carve(items: list[LabelledUtterance], fraction: float = 0.2, seed: int = 0) -> tuple[list, list]:
+    """(train, dev): a speaker-disjoint split, `fraction` of the speakers to dev."""
+    speakers = sorted({u.speaker for u in items})
+    rs = np.random.RandomState(seed)
+    dev = set(rs.choice(speakers, max(1, int(len(speakers) * fraction)), replace=False))
+    return [u for u in items if u.speaker not in dev], [u for u in items if u.speaker in dev]
