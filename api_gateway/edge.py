@@ -6,7 +6,9 @@ string (raw or percent-encoded) and in request bodies (a raw 0x00 byte, or a JSO
 `\\u0000`), so no route, field or future parameter needs its own check.
 
 Bodies are buffered (up to MAX_EDGE_BODY_BYTES; over it -> 413) and replayed unchanged to the
-route, so the webhook signature is still verified on the exact bytes that arrived.
+route, so the webhook signature is still verified on the exact bytes that arrived. Binary
+uploads (audio, octet-stream, multipart recordings from the LTI page) pass untouched: NUL bytes are
+ordinary there, and those routes bound their own size and check their own text fields.
 """
 
 from __future__ import annotations
@@ -21,6 +23,12 @@ MAX_EDGE_BODY_BYTES = 1024 * 1024
 """No route takes a body near this (the webhook's own limit is 64 KiB); a cap on buffering."""
 
 _JSON_NUL = b"\\u0000"
+_BINARY_TYPES = (b"audio/", b"video/", b"application/octet-stream", b"multipart/form-data")
+
+
+def is_binary_upload(scope: Scope) -> bool:
+    content_type = dict(scope.get("headers") or ()).get(b"content-type", b"").lower()
+    return content_type.startswith(_BINARY_TYPES)
 
 
 def holds_nul(value: Any) -> bool:
@@ -82,7 +90,7 @@ class EdgeMiddleware:
         if where is not None:
             await self._send(send, 422, "nul_character", f"{where} contains a NUL character (U+0000)")
             return
-        if scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE"):
+        if scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE") or is_binary_upload(scope):
             await self.app(scope, receive, send)
             return
 

@@ -70,18 +70,27 @@ def _cookie_secure(settings: Settings) -> bool:
     return urlsplit(settings.public_base_url).scheme == "https"
 
 
+REFUSALS: dict[int | str, dict[str, Any]] = {
+    code: {"description": f"refused ({why}): an HTML page names the reason, also in the X-LTI-Error header",
+           "content": {"text/html": {}}}
+    for code, why in ((400, "bad login or launch"), (401, "signature, token or page link not valid"),
+                      (403, "not allowed for this launch"), (404, "unknown page"), (413, "body too large"),
+                      (415, "not an audio type"), (422, "the recording cannot be accepted"))
+}
+"""Every status a browser-facing LTI route can answer besides its success, for the OpenAPI contract."""
+
 @router.get("/jwks", summary="The tool's public keys (JWKS)")
 def jwks(session: SessionDep) -> JSONResponse:
     signing_key(session)  # the first request creates the tool's key if no one ran `lti rotate-key`
     return JSONResponse({"keys": published_keys(session)}, headers={"Cache-Control": "max-age=300"})
 
 
-@router.get("/login", summary="OIDC third-party login initiation (GET)", response_model=None)
+@router.get("/login", summary="OIDC third-party login initiation (GET)", response_model=None, responses=REFUSALS)
 async def login_get(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     return await login(request, session, settings)
 
 
-@router.post("/login", summary="OIDC third-party login initiation (POST)", response_model=None)
+@router.post("/login", summary="OIDC third-party login initiation (POST)", response_model=None, responses=REFUSALS)
 async def login_post(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     return await login(request, session, settings)
 
@@ -100,7 +109,7 @@ async def login(request: Request, session: SessionDep, settings: SettingsDep) ->
     return response
 
 
-@router.post("/launch", summary="LTI 1.3 launch (id_token form post)", response_model=None)
+@router.post("/launch", summary="LTI 1.3 launch (id_token form post)", response_model=None, responses=REFUSALS)
 async def launch(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     try:
         form = await form_fields(request)
@@ -116,7 +125,7 @@ async def launch(request: Request, session: SessionDep, settings: SettingsDep) -
     return RedirectResponse(f"{base}/lti/s/{launched.token}", status_code=303)
 
 
-@router.get("/s/{token}", summary="The learner's recording page", response_class=HTMLResponse, response_model=None)
+@router.get("/s/{token}", summary="The learner's recording page", response_class=HTMLResponse, response_model=None, responses=REFUSALS)
 def recording_page(token: str, session: SessionDep, settings: SettingsDep) -> Response:
     try:
         launch_row = find_launch(session, token)
@@ -148,7 +157,7 @@ async def _audio_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-@router.post("/s/{token}/recordings", status_code=202, summary="Upload the learner's recording (raw audio body)")
+@router.post("/s/{token}/recordings", status_code=202, summary="Upload the learner's recording (raw audio body)", responses=REFUSALS)
 async def upload_recording(
     token: str, request: Request, session: SessionDep, store: StoreDep, celery: CeleryDep, settings: SettingsDep
 ) -> dict[str, Any]:
@@ -166,7 +175,7 @@ async def upload_recording(
     return {"id": str(sub.id), "status": sub.status.value, "result_url": f"{base}/lti/s/{token}/submissions/{sub.id}"}
 
 
-@router.get("/s/{token}/submissions/{submission_id}", summary="A recording's result, for the page to poll")
+@router.get("/s/{token}/submissions/{submission_id}", summary="A recording's result, for the page to poll", responses=REFUSALS)
 def recording_result(token: str, submission_id: str, session: SessionDep) -> dict[str, Any]:
     try:
         launch_row = find_launch(session, token)
@@ -187,7 +196,7 @@ def recording_result(token: str, submission_id: str, session: SessionDep) -> dic
     return out
 
 
-@router.get("/s/{token}/deep-link", response_class=HTMLResponse, summary="The teacher's activity form", response_model=None)
+@router.get("/s/{token}/deep-link", response_class=HTMLResponse, summary="The teacher's activity form", response_model=None, responses=REFUSALS)
 def deep_link_form(token: str, session: SessionDep, settings: SettingsDep) -> Response:
     try:
         launch_row = find_launch(session, token)
@@ -199,6 +208,7 @@ def deep_link_form(token: str, session: SessionDep, settings: SettingsDep) -> Re
 
 
 @router.post("/s/{token}/deep-link", response_class=HTMLResponse, summary="Return the activity to the platform",
+             responses=REFUSALS,
              response_model=None)
 async def deep_link_submit(token: str, request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     try:

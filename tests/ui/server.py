@@ -53,7 +53,7 @@ def live_gateway(database_url: str, *, s3_server: str, bucket: str, var_dir: Pat
     r = redis.Redis.from_url(redis_url)
     r.flushdb()
     settings = Settings(
-        var_dir=var_dir, database_url=database_url, broker_url=redis_url, s3_endpoint_url=s3_server,
+        var_dir=var_dir, database_url=database_url, broker_url=redis_url, storage_backend="s3", s3_endpoint_url=s3_server,
         s3_access_key_id="test", s3_secret_access_key="test", s3_max_attempts=1, s3_connect_timeout_s=2,
     )
     engine = make_engine(database_url)

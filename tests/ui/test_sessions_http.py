@@ -29,7 +29,7 @@ REDIS_URL = "redis://127.0.0.1:6379/7"
 
 @pytest.fixture
 def env(migrated_url: str, s3_server: str, tmp_path: Path):
-    settings = Settings(var_dir=tmp_path / "var", database_url=migrated_url, broker_url=REDIS_URL,
+    settings = Settings(var_dir=tmp_path / "var", database_url=migrated_url, broker_url=REDIS_URL, storage_backend="s3",
                         s3_endpoint_url=s3_server, s3_access_key_id="test", s3_secret_access_key="test",
                         s3_max_attempts=1)
     engine = make_engine(migrated_url)
