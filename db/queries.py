@@ -138,9 +138,10 @@ def _shape_conditions(shape: tuple[bool, ...]) -> list[Any]:
 
 
 @lru_cache(maxsize=256)
-def _history_statement(shape: tuple[bool, ...], keyed: bool) -> Select:
+def _history_statement(shape: tuple[bool, ...], keyed: bool, reference_text: bool = False) -> Select:
+    columns = (*_ITEM_COLUMNS, Submission.reference_text) if reference_text else _ITEM_COLUMNS
     stmt = (
-        select(*_ITEM_COLUMNS)
+        select(*columns)
         .outerjoin(SentenceScore, SentenceScore.submission_id == Submission.id)
         .where(*_shape_conditions(shape))
     )
@@ -154,19 +155,23 @@ def _history_statement(shape: tuple[bool, ...], keyed: bool) -> Select:
 
 
 def learner_history(
-    session: Session, flt: HistoryFilter, *, limit: int, after: HistoryKey | None = None
+    session: Session, flt: HistoryFilter, *, limit: int, after: HistoryKey | None = None,
+    reference_text: bool = False,
 ) -> tuple[list[Row[Any]], HistoryKey | None]:
     """One page, newest first, and the key to pass as `after` for the next page (None at the end).
 
     Each row has the submission's item columns (`id`, `lms_submission_id`, `tenant_id`,
     `course_id`, `assignment_id`, `status`, `granularity`, `created_at`, `finished_at`,
     `error_code`, `error_message`) and its sentence scores (`sentence_id` is None when it has none;
-    `accuracy`, `accuracy_expected`, ... otherwise)."""
+    `accuracy`, `accuracy_expected`, ... otherwise). `reference_text=True` adds that column too,
+    for the teachers' learner page, which lists what each recording was of; the JSON API leaves
+    it out."""
     params = _params(flt)
     params["limit"] = limit + 1
     if after is not None:
         params["after_at"], params["after_id"] = _utc(after[0]), after[1]
-    rows = list(session.execute(_history_statement(_shape(flt), after is not None), params).all())
+    statement = _history_statement(_shape(flt), after is not None, reference_text)
+    rows = list(session.execute(statement, params).all())
     next_key: HistoryKey | None = None
     if len(rows) > limit:
         rows = rows[:limit]

@@ -195,7 +195,7 @@ def learner_page(
     tenant, courses = viewer.scoped(lambda: viewer.principal.scope(tenant_id=tenant_q, course_id=course_id))
     flt = HistoryFilter(learner_id=learner_id, tenant_id=tenant, courses=courses, course_id=course_id)
     after = viewer.scoped(lambda: decode_cursor(cursor)) if cursor else None
-    history, next_key = learner_history(session, flt, limit=HISTORY_PAGE, after=after)
+    history, next_key = learner_history(session, flt, limit=HISTORY_PAGE, after=after, reference_text=True)
     if not history and after is None:
         raise PageRefused(404, "No recordings of this learner in your courses.")
     points = tv.learner_series(session, flt)

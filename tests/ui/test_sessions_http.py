@@ -220,3 +220,30 @@ def test_ids_with_spaces_and_symbols_are_linked_escaped(env) -> None:
         assert link.startswith("/ui/learners/Ann%20Lee%26co?course_id=bio+101%2Fb")
         learner = client.get(link)
         assert learner.status_code == 200 and "Ann Lee&amp;co" in learner.text
+
+
+def test_learner_page_lists_each_recordings_total_and_reference_text(env) -> None:
+    """The history rows are flat (item columns + sentence scores); the page still shows what each
+    recording was of and its total, and a dash for one not scored yet."""
+    app, sessions, seeded = env
+    with session_scope(sessions) as s:
+        scored = Submission(tenant_id=seeded.acme, lms_submission_id="r1", learner_id="Rita", course_id="c1",
+                            reference_text="She sells sea shells", audio_uri="s3://b/x.wav", granularity="full",
+                            status=SubmissionStatus.scored, created_at=utcnow() - timedelta(hours=2))
+        scored.sentence = SentenceScore(total=4)
+        queued = Submission(tenant_id=seeded.acme, lms_submission_id="r2", learner_id="Rita", course_id="c1",
+                            reference_text="Red lorry, yellow lorry", audio_uri="s3://b/y.wav", granularity="full",
+                            status=SubmissionStatus.queued, created_at=utcnow() - timedelta(hours=1))
+        s.add_all([scored, queued])
+        s.flush()
+        ids = {"scored": str(scored.id), "queued": str(queued.id)}
+    with TestClient(app) as client:
+        sign_in(client, seeded.keys["teacher_c1"])
+        page = client.get("/ui/learners/Rita", params={"course_id": "c1"})
+        assert page.status_code == 200
+        table = page.text.split('id="recordings"', 1)[1]
+        rows = re.findall(r'<tr data-id="([^"]+)">(.*?)</tr>', table, re.DOTALL)
+        assert [r[0] for r in rows] == [ids["queued"], ids["scored"]]  # newest first
+        cells = {rid: re.findall(r"<td[^>]*>(.*?)</td>", body, re.DOTALL) for rid, body in rows}
+        assert cells[ids["scored"]][-2:] == ["4", "She sells sea shells"]
+        assert cells[ids["queued"]][-2:] == ["–", "Red lorry, yellow lorry"]
