@@ -98,7 +98,10 @@ def create_app(
     )
     app.state.services = services
     app.state.metrics = GatewayMetrics(services)
-    app.add_middleware(EdgeMiddleware)  # inside MetricsMiddleware (added after it), so refusals are counted
+    from api_gateway.lti import ops_routes as lti_ops, routes as lti_routes
+
+    # inside MetricsMiddleware (added after it), so refusals are counted
+    app.add_middleware(EdgeMiddleware, raw_body_paths=lti_routes.RAW_BODY_PATHS)
     # Before the edge buffers a body: an overloaded process refuses without reading it (issue 10).
     app.add_middleware(AdmissionMiddleware, max_inflight=settings.gateway_max_inflight)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
@@ -111,8 +114,6 @@ def create_app(
     app.include_router(training.router)
     install_docs(app)
     ui.mount(app)  # teachers' pages under /ui (api_gateway/ui)
-    from api_gateway.lti import ops_routes as lti_ops, routes as lti_routes
-
     app.include_router(lti_routes.router)
     app.include_router(lti_ops.router)
 

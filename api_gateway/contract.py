@@ -27,10 +27,14 @@ _DESCRIPTIONS = {
 
 
 def _error(status: int, existing: dict[str, Any] | None) -> dict[str, Any]:
+    """The gateway's JSON refusal for `status`, keeping what a route documented for it besides JSON
+    (a browser-facing LTI route answers its own refusals as HTML; the edge's are JSON everywhere)."""
     description = (existing or {}).get("description") or _DESCRIPTIONS[status]
     if status == 422:
         description = _DESCRIPTIONS[422]
-    out: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": ERROR_REF}}}
+    content = {k: v for k, v in ((existing or {}).get("content") or {}).items() if k != "application/json"}
+    out: dict[str, Any] = {**(existing or {}), "description": description,
+                           "content": {"application/json": {"schema": ERROR_REF}, **content}}
     if status == 503:
         out["headers"] = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "string"}}}
     return out
@@ -53,7 +57,7 @@ def document_refusals(schema: dict[str, Any]) -> dict[str, Any]:
                 statuses += [401, 403, 503]
             for status in statuses:
                 key = str(status)
-                if status == 422 or key not in responses:
+                if status in (413, 422) or key not in responses:  # the edge's refusals: JSON on every route
                     responses[key] = _error(status, responses.get(key))
                 elif status == 503:
                     responses[key].setdefault("headers", _error(503, None)["headers"])

@@ -6,14 +6,19 @@ string (raw or percent-encoded) and in request bodies (a raw 0x00 byte, or a JSO
 `\\u0000`), so no route, field or future parameter needs its own check.
 
 Bodies are buffered (up to MAX_EDGE_BODY_BYTES; over it -> 413) and replayed unchanged to the
-route, so the webhook signature is still verified on the exact bytes that arrived. Binary
-uploads (audio, octet-stream, multipart recordings from the LTI page) pass untouched: NUL bytes are
-ordinary there, and those routes bound their own size and check their own text fields.
+route, so the webhook signature is still verified on the exact bytes that arrived. Raw binary
+uploads pass untouched, chosen by route (`raw_body_paths`, e.g. the LTI page's recording upload),
+never by the Content-Type the client declares: a client could otherwise label a JSON body
+`audio/wav` and carry a NUL past the check into a route that parses JSON whatever the header says.
+Those routes take no text from the body, check the media type themselves (415) and bound their
+own size.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -23,12 +28,13 @@ MAX_EDGE_BODY_BYTES = 1024 * 1024
 """No route takes a body near this (the webhook's own limit is 64 KiB); a cap on buffering."""
 
 _JSON_NUL = b"\\u0000"
-_BINARY_TYPES = (b"audio/", b"video/", b"application/octet-stream", b"multipart/form-data")
 
 
-def is_binary_upload(scope: Scope) -> bool:
-    content_type = dict(scope.get("headers") or ()).get(b"content-type", b"").lower()
-    return content_type.startswith(_BINARY_TYPES)
+def route_path(scope: Scope) -> str:
+    """The request path as routes see it (without a proxy's root_path prefix)."""
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
 
 
 def holds_nul(value: Any) -> bool:
@@ -74,9 +80,17 @@ def _refusal(status: int, code: str, message: str) -> tuple[Message, Message]:
 class EdgeMiddleware:
     """Pure ASGI middleware: 422 for NUL in path, query or body; 413 past MAX_EDGE_BODY_BYTES."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int = MAX_EDGE_BODY_BYTES) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int = MAX_EDGE_BODY_BYTES, raw_body_paths: Iterable[str] = ()
+    ) -> None:
+        """`raw_body_paths`: regular expressions (full match) for routes whose body is raw binary."""
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.raw_body_paths = [re.compile(p) for p in raw_body_paths]
+
+    def takes_raw_body(self, scope: Scope) -> bool:
+        path = route_path(scope)
+        return any(p.fullmatch(path) for p in self.raw_body_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,7 +104,7 @@ class EdgeMiddleware:
         if where is not None:
             await self._send(send, 422, "nul_character", f"{where} contains a NUL character (U+0000)")
             return
-        if scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE") or is_binary_upload(scope):
+        if scope.get("method") in ("GET", "HEAD", "OPTIONS", "DELETE") or self.takes_raw_body(scope):
             await self.app(scope, receive, send)
             return
 

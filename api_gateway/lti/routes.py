@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from sqlalchemy.orm import Session
 
 from api_gateway.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
-from api_gateway.errors import ApiError
+from api_gateway.errors import ApiError, error_responses
 from api_gateway.lti import claims as c
 from api_gateway.lti import pages
 from api_gateway.lti.deep_linking import deep_linking_response, resource_link_item
@@ -45,6 +45,9 @@ from pronunciation.lexicon import build_reference
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/lti", tags=["lti"])
 MAX_FORM_BYTES = 64 * 1024
+RAW_BODY_PATHS = (r"/lti/s/[^/]+/recordings",)
+"""Routes whose body is raw audio: the edge's NUL check skips them (NUL bytes are ordinary in audio;
+`upload_recording` takes no text from the body, checks the media type and bounds the size)."""
 
 
 def refused(exc: LaunchRefused) -> HTMLResponse:
@@ -70,14 +73,26 @@ def _cookie_secure(settings: Settings) -> bool:
     return urlsplit(settings.public_base_url).scheme == "https"
 
 
-REFUSALS: dict[int | str, dict[str, Any]] = {
-    code: {"description": f"refused ({why}): an HTML page names the reason, also in the X-LTI-Error header",
-           "content": {"text/html": {}}}
-    for code, why in ((400, "bad login or launch"), (401, "signature, token or page link not valid"),
-                      (403, "not allowed for this launch"), (404, "unknown page"), (413, "body too large"),
-                      (415, "not an audio type"), (422, "the recording cannot be accepted"))
-}
-"""Every status a browser-facing LTI route can answer besides its success, for the OpenAPI contract."""
+_WHY = {400: "bad login or launch", 401: "signature, state, token or page link not valid, or expired",
+        403: "not allowed for this launch", 404: "unknown page link", 413: "form too large",
+        422: "the form cannot be accepted", 502: "the platform's key set cannot be read"}
+
+
+def html_refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the refusals a browser-facing route answers as an HTML page (`refused`).
+
+    The page is for the person in the browser; the code is also in the X-LTI-Error header.
+    """
+    header = {"X-LTI-Error": {"description": "The refusal's code", "schema": {"type": "string"}}}
+    return {code: {"description": f"Refused ({_WHY[code]}): an HTML page says why", "headers": header,
+                   "content": {"text/html": {"schema": {"type": "string"}}}} for code in codes}
+
+
+def redirect(status: int, where: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entry for a route's redirect (its success)."""
+    return {status: {"description": f"Redirect to {where}",
+                     "headers": {"Location": {"description": where, "schema": {"type": "string"}}}}}
+
 
 @router.get("/jwks", summary="The tool's public keys (JWKS)")
 def jwks(session: SessionDep) -> JSONResponse:
@@ -85,12 +100,14 @@ def jwks(session: SessionDep) -> JSONResponse:
     return JSONResponse({"keys": published_keys(session)}, headers={"Cache-Control": "max-age=300"})
 
 
-@router.get("/login", summary="OIDC third-party login initiation (GET)", response_model=None, responses=REFUSALS)
+@router.get("/login", summary="OIDC third-party login initiation (GET)", response_model=None,
+            responses={**redirect(302, "the platform's authorization endpoint"), **html_refusals(400)})
 async def login_get(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     return await login(request, session, settings)
 
 
-@router.post("/login", summary="OIDC third-party login initiation (POST)", response_model=None, responses=REFUSALS)
+@router.post("/login", summary="OIDC third-party login initiation (POST)", response_model=None,
+             responses={**redirect(302, "the platform's authorization endpoint"), **html_refusals(400, 413)})
 async def login_post(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     return await login(request, session, settings)
 
@@ -109,7 +126,8 @@ async def login(request: Request, session: SessionDep, settings: SettingsDep) ->
     return response
 
 
-@router.post("/launch", summary="LTI 1.3 launch (id_token form post)", response_model=None, responses=REFUSALS)
+@router.post("/launch", summary="LTI 1.3 launch (id_token form post)", response_model=None,
+             responses={**redirect(303, "the launch's page"), **html_refusals(400, 401, 413, 502)})
 async def launch(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     try:
         form = await form_fields(request)
@@ -125,7 +143,8 @@ async def launch(request: Request, session: SessionDep, settings: SettingsDep) -
     return RedirectResponse(f"{base}/lti/s/{launched.token}", status_code=303)
 
 
-@router.get("/s/{token}", summary="The learner's recording page", response_class=HTMLResponse, response_model=None, responses=REFUSALS)
+@router.get("/s/{token}", summary="The learner's recording page", response_class=HTMLResponse, response_model=None,
+            responses=html_refusals(401, 403, 404))
 def recording_page(token: str, session: SessionDep, settings: SettingsDep) -> Response:
     try:
         launch_row = find_launch(session, token)
@@ -157,7 +176,8 @@ async def _audio_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
-@router.post("/s/{token}/recordings", status_code=202, summary="Upload the learner's recording (raw audio body)", responses=REFUSALS)
+@router.post("/s/{token}/recordings", status_code=202, summary="Upload the learner's recording (raw audio body)",
+             responses=error_responses(401, 403, 404, 415, 422, 503))
 async def upload_recording(
     token: str, request: Request, session: SessionDep, store: StoreDep, celery: CeleryDep, settings: SettingsDep
 ) -> dict[str, Any]:
@@ -175,7 +195,8 @@ async def upload_recording(
     return {"id": str(sub.id), "status": sub.status.value, "result_url": f"{base}/lti/s/{token}/submissions/{sub.id}"}
 
 
-@router.get("/s/{token}/submissions/{submission_id}", summary="A recording's result, for the page to poll", responses=REFUSALS)
+@router.get("/s/{token}/submissions/{submission_id}", summary="A recording's result, for the page to poll",
+            responses=error_responses(401, 404))
 def recording_result(token: str, submission_id: str, session: SessionDep) -> dict[str, Any]:
     try:
         launch_row = find_launch(session, token)
@@ -196,7 +217,8 @@ def recording_result(token: str, submission_id: str, session: SessionDep) -> dic
     return out
 
 
-@router.get("/s/{token}/deep-link", response_class=HTMLResponse, summary="The teacher's activity form", response_model=None, responses=REFUSALS)
+@router.get("/s/{token}/deep-link", response_class=HTMLResponse, summary="The teacher's activity form", response_model=None,
+            responses=html_refusals(401, 403, 404))
 def deep_link_form(token: str, session: SessionDep, settings: SettingsDep) -> Response:
     try:
         launch_row = find_launch(session, token)
@@ -208,7 +230,7 @@ def deep_link_form(token: str, session: SessionDep, settings: SettingsDep) -> Re
 
 
 @router.post("/s/{token}/deep-link", response_class=HTMLResponse, summary="Return the activity to the platform",
-             responses=REFUSALS,
+             responses=html_refusals(401, 403, 404, 413, 422),
              response_model=None)
 async def deep_link_submit(token: str, request: Request, session: SessionDep, settings: SettingsDep) -> Response:
     try:

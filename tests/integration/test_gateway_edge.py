@@ -67,6 +67,21 @@ def test_nul_in_a_nested_body_value_or_key_is_422(gw_pg: Gateway) -> None:
     assert_refused(batch, 422, "nul_character")
 
 
+@pytest.mark.parametrize("declared", ["audio/wav", "application/octet-stream", "multipart/form-data; boundary=x"])
+def test_a_declared_binary_content_type_does_not_skip_the_nul_check(gw_pg: Gateway, declared: str) -> None:
+    """The client picks the content type: only the route (the LTI recording upload) may skip the check."""
+    from tests.helpers_webhooks import signed_headers
+
+    raw = json.dumps(gw_pg.payload(learner_id="a\x00b")).encode()
+    headers = {**signed_headers(gw_pg.a.secret, raw), gw_pg.settings.api_key_header: gw_pg.keys["lms_a"],
+               "content-type": declared}
+    assert_refused(gw_pg.client.post("/v1/submissions", content=raw, headers=headers), 422, "nul_character")
+    ops = {gw_pg.settings.api_key_header: gw_pg.keys["ops"], "content-type": declared}
+    job = gw_pg.client.post("/v1/training-jobs", content=b'{"params": {"epochs\\u0000": 1}}', headers=ops)
+    assert_refused(job, 422, "nul_character")
+    assert gw_pg.submissions() == []
+
+
 def test_an_escaped_backslash_before_u0000_is_not_a_nul(gw_pg: Gateway) -> None:
     resp = gw_pg.post(gw_pg.payload(learner_id="x\\u0000y"))  # the text `x\u0000y`, no NUL in it
     assert resp.status_code == 202, resp.text
@@ -157,6 +172,12 @@ def test_openapi_documents_the_refusals(gw: Gateway) -> None:
                     assert status in responses, (path, method, status)
                 assert "Retry-After" in responses["503"]["headers"]
     assert "409" in doc["paths"]["/v1/submissions"]["post"]["responses"]
+    # a browser-facing LTI route refuses as an HTML page, the edge (NUL, body cap) as JSON: both documented
+    deep_link = doc["paths"]["/lti/s/{token}/deep-link"]["post"]["responses"]
+    for status in ("413", "422"):
+        assert set(deep_link[status]["content"]) == {"application/json", "text/html"}, status
+    upload = doc["paths"]["/lti/s/{token}/recordings"]["post"]["responses"]
+    assert upload["404"]["content"]["application/json"]["schema"] == error_ref
 
 
 # --- 5. Database unavailable -------------------------------------------------------------------
