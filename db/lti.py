@@ -9,12 +9,16 @@ the rotation. The JOSE work (key generation, JWK export) is joserfc's.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from joserfc.jwk import RSAKey
+
 import uuid
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from joserfc.jwk import RSAKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -29,6 +33,10 @@ class LtiConfigError(ValueError):
 
 
 def _new_key() -> LtiToolKey:
+    from joserfc.jwk import (
+        RSAKey,  # JOSE loads with LTI work, not with every gateway process
+    )
+
     key = RSAKey.generate_key(2048, parameters={"alg": SIGNING_ALG, "use": "sig"}, auto_kid=True)
     return LtiToolKey(kid=key.kid, private_jwk=key.as_dict(private=True), public_jwk=key.as_dict(private=False))
 
@@ -74,6 +82,8 @@ def published_keys(session: Session) -> list[dict[str, Any]]:
 
 
 def private_key(row: LtiToolKey) -> RSAKey:
+    from joserfc.jwk import RSAKey
+
     return RSAKey.import_key(row.private_jwk)
 
 

@@ -6,13 +6,16 @@ Tokens are cached per (token URL, client id, scopes) until 30 s before they expi
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import httpx
+
 import threading
 import time
 import uuid
 from dataclasses import dataclass
 
-import httpx
-from joserfc import jwt
 from sqlalchemy.orm import Session
 
 from db.lti import SIGNING_ALG, private_key, signing_key
@@ -67,11 +70,15 @@ def client_assertion(session: Session, registration: LtiRegistration) -> str:
     now = int(time.time())
     claims = {"iss": registration.client_id, "sub": registration.client_id, "aud": registration.auth_token_url,
               "iat": now, "exp": now + 300, "jti": uuid.uuid4().hex}
+    from joserfc import jwt  # JOSE loads with LTI work, not with every gateway process
+
     return jwt.encode({"alg": SIGNING_ALG, "kid": key_row.kid}, claims, private_key(key_row), algorithms=[SIGNING_ALG])
 
 
 def access_token(session: Session, registration: LtiRegistration, http: httpx.Client, scopes: tuple[str, ...],
                  cache: TokenCache = TOKENS) -> tuple[str, tuple[str, str, str]]:
+    import httpx  # the caller already holds a client; this only names its errors
+
     key = (registration.auth_token_url, registration.client_id, " ".join(sorted(scopes)))
     cached = cache.get(key)
     if cached:

@@ -10,7 +10,6 @@ import time
 import uuid
 from typing import Any
 
-from joserfc import jwt
 from sqlalchemy.orm import Session
 
 from api_gateway.lti import claims as c
@@ -55,5 +54,7 @@ def deep_linking_response(
     if settings.get("data") is not None:
         body[c.DL_DATA] = settings["data"]
     key_row = signing_key(session)
+    from joserfc import jwt  # JOSE loads with LTI work, not with every gateway process
+
     token = jwt.encode({"alg": SIGNING_ALG, "kid": key_row.kid}, body, private_key(key_row), algorithms=[SIGNING_ALG])
     return settings["deep_link_return_url"], token

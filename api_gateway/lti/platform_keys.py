@@ -7,12 +7,14 @@ kids cannot make us hammer the platform). Entries expire after `ttl_s` in any ca
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from joserfc.jwk import RSAKey
+
 import threading
 import time
 from dataclasses import dataclass, field
-
-import httpx
-from joserfc.jwk import KeySet, RSAKey
 
 from api_gateway.lti.errors import LaunchRefused
 
@@ -34,6 +36,9 @@ class PlatformKeyCache:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _fetch(self, url: str) -> _Entry:
+        import httpx  # loaded with the first launch, not with every gateway process
+        from joserfc.jwk import KeySet, RSAKey
+
         try:
             response = httpx.get(url, timeout=5.0, follow_redirects=True)
             response.raise_for_status()

@@ -10,13 +10,18 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import httpx
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api_gateway.errors import ApiError
 from api_gateway.lti import claims as c
-from db.models import LtiLaunch, LtiRegistration, SentenceScore, Submission, SubmissionStatus
+from db.models import (
+    LtiLaunch,
+    LtiRegistration,
+    SentenceScore,
+    Submission,
+    SubmissionStatus,
+)
 from db.results import iso
 from fleet.lti_oauth import TokenError, access_token
 
@@ -51,6 +56,8 @@ def _latest_scores(session: Session, tenant_id: uuid.UUID, course_id: str) -> di
 
 
 def course_roster(session: Session, tenant_id: uuid.UUID | None, course_id: str) -> dict[str, Any]:
+    import httpx  # loaded when a roster is asked for, not with every gateway process
+
     registration, url = _memberships_source(session, tenant_id, course_id)
     with httpx.Client() as http:
         try:

@@ -10,17 +10,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from joserfc import jwt
-from joserfc.errors import (
-    BadSignatureError,
-    ClaimError,
-    ExpiredTokenError,
-    InvalidClaimError,
-    JoseError,
-    MissingClaimError,
-)
-from joserfc.jws import extract_compact
-
 from api_gateway.lti import claims as c
 from api_gateway.lti.errors import LaunchRefused
 from api_gateway.lti.platform_keys import PlatformKeyCache
@@ -36,6 +25,19 @@ def validate_id_token(
     token: str, registration: LtiRegistration, *, nonce: str, keys: PlatformKeyCache, leeway_s: int
 ) -> dict[str, Any]:
     """The id_token's claims, or LaunchRefused saying what is wrong."""
+    from joserfc import (
+        jwt,  # JOSE loads with the first launch, not with every gateway process
+    )
+    from joserfc.errors import (
+        BadSignatureError,
+        ClaimError,
+        ExpiredTokenError,
+        InvalidClaimError,
+        JoseError,
+        MissingClaimError,
+    )
+    from joserfc.jws import extract_compact
+
     try:
         compact = extract_compact(token.encode())
         header, unverified = compact.headers(), json.loads(compact.payload)

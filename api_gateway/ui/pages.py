@@ -13,6 +13,7 @@ import math
 import mimetypes
 import uuid
 from datetime import timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
@@ -20,7 +21,6 @@ from urllib.parse import parse_qs, quote, urlencode
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 
 from api_gateway.deps import ServicesDep, SessionDep, SettingsDep, StoreDep
 from api_gateway.errors import ApiError
@@ -34,11 +34,20 @@ from db.results import SENTENCE_ASPECTS, as_utc, iso, load_submission, submissio
 from fleet.storage import ObjectNotFound, StorageError
 
 HERE = Path(__file__).parent
-templates = Jinja2Templates(directory=str(HERE / "templates"))
-templates.env.filters["band"] = band
-templates.env.filters["fmt1"] = lambda v: "–" if v is None else f"{v:.1f}"
-templates.env.filters["when"] = lambda v: "–" if v is None else as_utc(v).strftime("%Y-%m-%d %H:%M UTC")
-templates.env.globals["BANDS"] = BANDS
+
+
+@lru_cache(maxsize=1)
+def templates():
+    """Jinja2 loads with the first page (about 9 MiB): a gateway that only takes webhooks and API
+    calls never pays for it."""
+    from fastapi.templating import Jinja2Templates
+
+    t = Jinja2Templates(directory=str(HERE / "templates"))
+    t.env.filters["band"] = band
+    t.env.filters["fmt1"] = lambda v: "–" if v is None else f"{v:.1f}"
+    t.env.filters["when"] = lambda v: "–" if v is None else as_utc(v).strftime("%Y-%m-%d %H:%M UTC")
+    t.env.globals["BANDS"] = BANDS
+    return t
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 PER_PAGE = 50
@@ -61,7 +70,7 @@ SECURITY_HEADERS = {
 
 def page(request: Request, name: str, viewer: Any = None, status: int = 200, **ctx: Any) -> HTMLResponse:
     """A rendered template with the pages' security headers (scores are private: no caching)."""
-    response = templates.TemplateResponse(request, name, {"viewer": viewer, **ctx}, status_code=status)
+    response = templates().TemplateResponse(request, name, {"viewer": viewer, **ctx}, status_code=status)
     response.headers.update(SECURITY_HEADERS)
     return response
 
@@ -188,7 +197,10 @@ def learner_page(
     request: Request, learner_id: str, viewer: ViewerDep, session: SessionDep,
     course_id: str | None = None, tenant_id: str | None = None, cursor: str | None = None,
 ) -> HTMLResponse:
-    from api_gateway.routes.learners import decode_cursor, encode_cursor  # the JSON API's own cursor
+    from api_gateway.routes.learners import (  # the JSON API's own cursor
+        decode_cursor,
+        encode_cursor,
+    )
 
     course_id = course_id or None
     tenant_q = parse_uuid(tenant_id, status=400, what="tenant")
@@ -333,7 +345,9 @@ def confirm_activation(request: Request, adapter: str, viewer: OpsViewerDep, ses
 
 @router.post("/ops/adapters/{adapter}/activate")
 async def activate(request: Request, adapter: str, viewer: OpsViewerDep, session: SessionDep) -> Response:
-    from api_gateway.routes.training import activate_adapter  # the JSON API's own route: same rules
+    from api_gateway.routes.training import (
+        activate_adapter,  # the JSON API's own route: same rules
+    )
 
     fields = await form_fields(request)
     if not sessions.same_origin(request) or not sessions.tokens_match(viewer.csrf_token, fields.get("csrf_token")):
@@ -346,7 +360,9 @@ async def activate(request: Request, adapter: str, viewer: OpsViewerDep, session
 
 @router.get("/ops/training-jobs/{job_id}/report.png")
 def training_report_png(job_id: str, viewer: OpsViewerDep, session: SessionDep, store: StoreDep) -> Response:
-    from api_gateway.routes.training import get_training_report  # the JSON API's own reader
+    from api_gateway.routes.training import (
+        get_training_report,  # the JSON API's own reader
+    )
 
     jid = parse_uuid(job_id, what="training job")
     try:

@@ -40,9 +40,9 @@ def main() -> None:
         # every operation of the OpenAPI document (include_in_schema is never False here), plus the
         # documentation routes themselves
         operations = [(m.upper(), path, True) for path, item in app.openapi()["paths"].items() for m in item]
-        operations += [("GET", app.openapi_url, False), ("GET", app.docs_url, False), ("GET", app.redoc_url, False)]
+        operations += [("GET", url, False) for url in (app.openapi_url, app.docs_url, app.redoc_url, "/docs") if url]
         for method, template, api in operations:
-            path = re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: values[m.group(1)], template)
+            path = re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: values.get(m.group(1), "unknown-id"), template)
             seen = loaded()
             if method == "POST" and template == "/v1/submissions":
                 resp = g.post(g.payload())

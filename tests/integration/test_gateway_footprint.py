@@ -67,12 +67,12 @@ def test_gateway_peak_rss_stays_under_150_mib(pg_database: str, s3_server: str, 
         secret = tenant.webhook_secret
         lms = create_api_key(s, Role.lms, tenant=tenant)[1]
         ops = create_api_key(s, Role.ops)[1]
-    settings = Settings(var_dir=tmp_path / "var", s3_endpoint_url=s3_server, s3_access_key_id="test",
+    settings = Settings(var_dir=tmp_path / "var", storage_backend="s3", s3_endpoint_url=s3_server, s3_access_key_id="test",
                         s3_secret_access_key="test")
     ObjectStore.from_settings(settings).put(f"s3://{s3_bucket}/audio/ok.wav", b"RIFF" + b"\0" * 496)
     env = {k: v for k, v in os.environ.items() if not k.startswith("APA_")}
     env.update(APA_VAR_DIR=str(tmp_path / "var"), APA_DATABASE_URL=pg_database,
-               APA_BROKER_URL=f"redis://127.0.0.1:6379/{REDIS_DB}", APA_S3_ENDPOINT_URL=s3_server,
+               APA_BROKER_URL=f"redis://127.0.0.1:6379/{REDIS_DB}", APA_STORAGE_BACKEND="s3", APA_S3_ENDPOINT_URL=s3_server,
                APA_S3_ACCESS_KEY_ID="test", APA_S3_SECRET_ACCESS_KEY="test", APA_BUCKET=s3_bucket)
     port = free_port()
     proc = subprocess.Popen(
