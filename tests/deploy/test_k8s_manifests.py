@@ -15,11 +15,12 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 
 from fleet.queue import DELIVER_QUEUE, SCORE_QUEUE, TRAIN_QUEUE, make_celery
 from fleet.settings import Settings
 from tests.deploy.support import (
-    KUBERNETES_VERSION, containers, k8s_documents, of_kind, parse_cli, runs_beat, worker_queues,
+    K8S, KUBERNETES_VERSION, containers, k8s_documents, of_kind, parse_cli, runs_beat, worker_queues,
     workload_containers,
 )
 
@@ -80,20 +81,47 @@ def test_long_running_containers_have_liveness_and_readiness_probes() -> None:
             assert "readinessProbe" in container, f"{name}: readiness probe"
 
 
-def test_worker_probes_ping_the_node_name_the_worker_takes() -> None:
-    """`apa-fleet worker` names its node `<queues joined by ->@<hostname>.<pid>`; PID 1 in a pod."""
+def test_worker_probes_check_the_worker_the_container_runs() -> None:
+    """A score worker's liveness probe is `apa-fleet worker-health` for exactly its queues: it reads
+    the pool children's heartbeat files, so it fails a worker whose children keep dying (the main
+    process would still answer a ping). Every other worker probe pings the node name `apa-fleet
+    worker` takes, `<queues joined by ->@<hostname>.<pid>`; PID 1 in a pod."""
     for deployment in of_kind("Deployment"):
         for container in containers(deployment):
             queues = worker_queues(container["args"])
             if not queues:
                 continue
+            name = deployment["metadata"]["name"]
             _path, params = parse_cli(container["args"])
             names = [q.strip() for q in params["queues"].split(",") if q.strip()]
             node = f'{"-".join(names)}@$(hostname).1'
             for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-                if probe in container:
-                    command = " ".join(container[probe]["exec"]["command"])
-                    assert f'--destination "{node}"' in command, (deployment["metadata"]["name"], probe)
+                if probe not in container:
+                    continue
+                command = container[probe]["exec"]["command"]
+                if probe == "livenessProbe" and SCORE_QUEUE in queues:
+                    path, health = parse_cli(command)
+                    assert path == "worker-health", (name, probe, command)
+                    assert [q.strip() for q in health["queues"].split(",")] == names, (name, probe)
+                else:
+                    assert f'--destination "{node}"' in " ".join(command), (name, probe)
+
+
+def test_no_manifest_repeats_a_mapping_key() -> None:
+    """kubectl refuses a document with a repeated key; PyYAML would silently keep the last one (a
+    stale second `livenessProbe` would pass every other test here)."""
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = [loader.construct_object(k, deep=deep) for k, _v in node.value]
+        repeated = {k for k in keys if keys.count(k) > 1}
+        assert not repeated, f"{node.start_mark}: repeated key(s) {sorted(map(str, repeated))}"
+        return loader.construct_mapping(node, deep=deep)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    for path in sorted(K8S.glob("*.yaml")):
+        assert [doc for doc in yaml.load_all(path.read_text(), Loader=StrictLoader) if doc], path
 
 
 def test_a_migrations_job_runs_db_upgrade() -> None:

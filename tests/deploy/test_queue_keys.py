@@ -5,6 +5,8 @@
 - `apa-fleet beat` alone sends the periodic tasks to the `deliver` queue (beat.yaml's command).
 - The worker probe command of the manifests gets a pong from a real `apa-fleet worker`, and none
   when the node name is another process's; beat's probe passes while the broker answers only.
+- A score worker's liveness probe (`apa-fleet worker-health`) passes once a real worker's pool
+  child is up with its model, and fails when the children stop beating.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -127,3 +130,51 @@ def test_worker_probe_answers_for_its_own_node_only(broker: redis.Redis, tmp_pat
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def _pool_children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+
+
+@pytest.mark.slow
+def test_score_worker_liveness_probe_follows_its_pool_children(broker: redis.Redis, tmp_path: Path) -> None:
+    """The CPU score worker of the manifests, really started: its liveness probe (`apa-fleet
+    worker-health`) passes once a pool child has loaded the gop engine, and fails when the children
+    stop beating although the main process is alive (which a ping would not notice)."""
+    [scorer] = [d for d in of_kind("Deployment") if d["metadata"]["name"] == "apa-score-worker-cpu"]
+    [container] = containers(scorer)
+    command = container["livenessProbe"]["exec"]["command"]
+    assert command[0] == "apa-fleet" and command[1] == "worker-health"
+    env = _env(tmp_path, APA_WORKER_HEARTBEAT_S="0.5", APA_WORKER_STALE_AFTER_S="3",
+               **{e["name"]: e["value"] for e in container.get("env", [])})
+    subprocess.run([sys.executable, "-m", "cli.main", "db", "upgrade"], env=env, cwd=tmp_path, check=True,
+                   capture_output=True, timeout=120)
+    assert subprocess.run(command, env=env, capture_output=True, text=True, timeout=60).returncode == 1
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", *container["args"][1:]], env=env,
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stopped: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            up = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+            if up.returncode == 0 and "healthy: ready" in up.stdout:
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, up.stdout + up.stderr
+            time.sleep(0.5)
+        stopped = _pool_children(proc.pid)
+        assert stopped
+        for child in stopped:
+            os.kill(child, signal.SIGSTOP)  # alive but silent, like a child wedged in its model
+        deadline = time.monotonic() + 30
+        while True:
+            down = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+            if down.returncode == 1:
+                break
+            assert time.monotonic() < deadline, down.stdout
+            time.sleep(0.5)
+        assert "no heartbeat" in down.stdout and proc.poll() is None, down.stdout
+    finally:
+        for child in stopped:
+            os.kill(child, signal.SIGCONT)
+        proc.terminate()
+        proc.wait(60)

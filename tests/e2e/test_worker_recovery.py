@@ -32,8 +32,10 @@ def _one_child(parent: int, timeout_s: float = 60) -> int:
 
 
 def test_killed_child_with_a_slow_model_load_comes_back_and_scores(fleet_factory, sample_items) -> None:
-    # No APA_MODEL_PATH: the child builds the tiny model itself, slower than Celery's 4 s default.
-    fleet = fleet_factory("redis", start_worker=False, extra_env={"APA_MODEL_PATH": ""})
+    # The qwen2-audio engine with no APA_MODEL_PATH: the child builds the tiny model itself, slower
+    # than Celery's 4 s default. (Without APA_ENGINE an empty model path now selects gop, which
+    # builds nothing under var/models and loads too fast to exercise the slow start.)
+    fleet = fleet_factory("redis", start_worker=False, extra_env={"APA_ENGINE": "qwen2-audio", "APA_MODEL_PATH": ""})
     fleet.start_score_worker()
     first = _submit_items(fleet, sample_items[:2])
     done = fleet.wait_finished(list(first), timeout_s=240)
