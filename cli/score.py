@@ -37,6 +37,9 @@ def score(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     adapter: Annotated[Path | None, typer.Option(help="A LoRA adapter folder to score with (qwen2-audio).")] = None,
     engine: Annotated[str | None, typer.Option(help="gop or qwen2-audio; default: APA_ENGINE (gop).")] = None,
+    phones: Annotated[str | None, typer.Option(
+        help="Reference phones, words separated by ' | ', e.g. \"M AA1 R K | IH1 Z\" (needed for words "
+             "CMUdict does not know).")] = None,
 ) -> None:
     """Score one recording and print a table (value and expected value per score) or JSON."""
     from pronunciation.assess import AssessmentRequest
@@ -54,10 +57,12 @@ def score(
         console.print(f"[red]error:[/red] unknown granularity {granularity!r}")
         raise typer.Exit(2) from None
     try:
-        reference = build_reference(text, max_words=cfg.max_reference_words)
+        given = [w.split() for w in phones.split("|")] if phones is not None else None
+        reference = build_reference(text, given, max_words=cfg.max_reference_words)
         samples = load_audio(audio.read_bytes(), max_seconds=cfg.max_audio_seconds, min_seconds=cfg.min_audio_seconds)
     except PronunciationInputError as exc:
-        console.print(f"[red]error ({exc.code}):[/red] {exc.message}")
+        hint = " (pass them with --phones)" if exc.code == "unknown_word" and phones is None else ""
+        console.print(f"[red]error ({exc.code}):[/red] {exc.message}{hint}")
         raise typer.Exit(1) from None
     eng = load_engine(name, model_path=cfg.effective_model_path, device=cfg.device, head_dir=cfg.gop_head_dir or None,
                       tiny=cfg.uses_tiny_model)

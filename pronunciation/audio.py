@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 
 import numpy as np
 import soundfile as sf
@@ -140,8 +141,13 @@ class _ClampedBytesIO(io.BytesIO):
         return super().seek(offset, whence)
 
 
+_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-f]+>")
+
+
 def _describe(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
+    """libsndfile's reason without the Python object repr it names the file by (`Error opening
+    <..._ClampedBytesIO object at 0x...>: Format not recognised.` -> `Error opening: Format not ...`)."""
+    text = _OBJECT_REPR.sub("", str(exc)).strip().splitlines()
     return text[-1][:200] if text else type(exc).__name__
 
 

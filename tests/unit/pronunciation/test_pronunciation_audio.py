@@ -156,3 +156,14 @@ def test_truncated_or_corrupted_files_fail_cleanly(cut: int, flip: int, byte: in
         load_audio(bytes(data[: len(data) - cut]))
     except PronunciationInputError:
         pass
+
+
+def test_undecodable_audio_message_names_no_python_object() -> None:
+    from pronunciation.audio import load_audio
+    from pronunciation.errors import PronunciationInputError
+
+    with pytest.raises(PronunciationInputError) as info:
+        load_audio(b"this is a text file, not audio", max_seconds=30, min_seconds=0.3)
+    assert info.value.code == "audio_undecodable"
+    assert " object at 0x" not in info.value.message and "<" not in info.value.message
+    assert "Format not recognised" in info.value.message
