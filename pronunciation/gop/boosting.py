@@ -8,6 +8,7 @@ Deterministic: HistGradientBoosting without subsampling or early stopping, Group
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -81,6 +82,16 @@ def _fit_oof(cfg, iterations, x, y, groups, categorical=None, pool=None):
     return oof, full
 
 
+@lru_cache(maxsize=1)
+def _openmp_controller():
+    """threadpoolctl's view of the loaded OpenMP runtimes, taken once (after sklearn is imported,
+    as it is by the time a stack exists): building one per call costs ~2 ms, limiting through it
+    ~0.05 ms."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
 @dataclass
 class BoostingStack:
     stats: np.ndarray  # per-phone z-score statistics
@@ -89,7 +100,17 @@ class BoostingStack:
     sentence: dict[str, object]
 
     def predict(self, f: UtteranceFeatures) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(phone accuracy (P,), word (W, 3), sentence (5,)) on the corpus's scales."""
+        """(phone accuracy (P,), word (W, 3), sentence (5,)) on the corpus's scales.
+
+        One utterance walks ~2,800 trees, each an OpenMP parallel region over a handful of rows:
+        on a busy machine every region waits for a second thread to be scheduled (measured with
+        three busy processes on 2 cores: 8.0 s for 6 utterances, 0.48 s with one thread; unloaded
+        the same wall time at half the CPU). So prediction runs on one OpenMP thread, scoped to
+        this call and this thread (a torch engine in the same process keeps its own setting)."""
+        with _openmp_controller().limit(limits=1, user_api="openmp"):
+            return self._predict(f)
+
+    def _predict(self, f: UtteranceFeatures) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rows = add_phone_zscores(phone_rows(f), self.stats)
         pp = self.phone.predict(rows)
         wr = word_rows(f, rows, pp)

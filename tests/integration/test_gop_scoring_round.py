@@ -31,7 +31,7 @@ def test_gop_round_stores_engine_and_model_version(session_factory, tmp_path) ->
         tenant_id = create_tenant(s, "t").id
     ids = []
     for name, text in [("000030012", "MARK IS GOING TO SEE ELEPHANT"), ("000030012b", "ZZQXV WORD")]:
-        uri = str(store.root / f"{name}.flac")
+        uri = str(store.for_tenant(tenant_id).root / f"{name}.flac")  # local audio lies in the tenant's own folder
         store.put(uri, (SAMPLE / "audio" / "000030012.flac").read_bytes())
         with session_scope(session_factory) as s:
             sub = Submission(tenant_id=tenant_id, lms_submission_id=name, learner_id="l", course_id="c",
@@ -41,7 +41,7 @@ def test_gop_round_stores_engine_and_model_version(session_factory, tmp_path) ->
             ids.append(sub.id)
     pool = ModelPool(settings, session_factory, store)
     report = score_round(ids[0], settings=settings, sessions=session_factory, store=store, pool=pool)
-    assert report.scored == [ids[0]] and report.failed == {ids[1]: "unknown_word"}
+    assert (report.scored, report.failed) == ([ids[0]], {ids[1]: "unknown_word"})  # a failure names its code
     with session_factory() as s:
         row = load_submission(s, ids[0])
         assert row.status == SubmissionStatus.scored

@@ -34,3 +34,43 @@ def test_shipped_head_reproduces_its_recorded_check_metrics(gop_engine) -> None:
                 assert math.isnan(got[label][k]), label
             else:
                 assert abs(got[label][k] - want[k]) <= 0.01, (label, k, got[label][k], want[k])
+
+
+class _ThreadProbe:
+    """Wraps one of the stack's real models and records the OpenMP thread count sklearn sees
+    when that model predicts."""
+
+    def __init__(self, model) -> None:
+        self.model, self.threads = model, []
+
+    def predict(self, x):
+        from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+
+        self.threads.append(_openmp_effective_n_threads())
+        return self.model.predict(x)
+
+
+@needs_sample
+def test_boosting_predicts_on_one_openmp_thread_and_restores_the_setting(gop_engine, sample_items) -> None:
+    """Each tree is an OpenMP region over a few rows: with 2 threads on a busy machine every
+    region waits for the scheduler (an `apa-fleet evaluate` of 6 clips ran past 120 s in the
+    suite). Prediction runs on one thread; the caller's setting (a torch engine's) comes back."""
+    from dataclasses import replace
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from pronunciation.audio import load_audio
+
+    stack = gop_engine.head.boosting
+    probe = _ThreadProbe(stack.sentence["total"])
+    probed = replace(stack, sentence={**stack.sentence, "total": probe})
+    u = next(iter(sample_items.values()))
+    feats = gop_engine.extractor.extract(load_audio(u.audio_path.read_bytes(), max_seconds=600, min_seconds=0.0),
+                                         u.reference)
+    with threadpool_limits(limits=2, user_api="openmp"):  # as on any multi-core machine
+        _, _, want = stack.predict(feats)
+        _, _, got = probed.predict(feats)
+        after = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"}
+    assert probe.threads == [1]
+    assert list(got) == list(want)
+    assert after == {2}
