@@ -80,6 +80,12 @@ class GopTrainer:
 
     @staticmethod
     def _workers(ctx: TrainContext) -> int:
+        """Processes for extraction and fitting: APA_TRAIN_CPU_THREADS, else every core; one inside a
+        daemonic process (a Celery prefork child), which may not start children of its own."""
+        import multiprocessing
+
+        if multiprocessing.current_process().daemon:
+            return 1
         return ctx.defaults.cpu_threads or os.cpu_count() or 1
 
     def train(self, ctx: TrainContext) -> Trained:

@@ -53,3 +53,21 @@ def test_annotation_becomes_the_corpus_labels_the_head_trains_on() -> None:
     assert np.allclose(phone_targets(labels), [2.0, 1.5, 2.0, 1.0, 0.5])
     assert np.allclose(word_targets(labels), [[10, 10, 9], [6, 5, 6]])
     assert np.allclose(sentence_targets(labels), [8, 9, 7, 10, 8])
+
+
+def _workers_in_pool_child(_: int) -> int:
+    from types import SimpleNamespace
+
+    from training_jobs.gop_trainer import GopTrainer
+
+    return GopTrainer._workers(SimpleNamespace(defaults=TrainingDefaults(cpu_threads=2)))
+
+
+def test_gop_training_stays_in_process_inside_a_prefork_pool_child() -> None:
+    """Celery's prefork children are daemonic: a process pool there fails ("daemonic processes are
+    not allowed to have children"), so the gop trainer extracts and fits in-process."""
+    import billiard
+
+    with billiard.Pool(1) as pool:
+        assert pool.map(_workers_in_pool_child, [0]) == [1]
+    assert _workers_in_pool_child(0) == 2
