@@ -2,10 +2,13 @@
 
     apa-fleet train --batch s3://bucket/annotation-batches/2025-03/ --epochs 3 --simpo
     apa-fleet train --job 7d9c...        # resume a job (e.g. after its worker was killed)
+    apa-fleet train --engine gop --batch ../shared/data/speechocean762/train   # retrain the GOP head (CPU)
 
 It registers (and validates) the given batches, creates a job (trigger `cli`) unless --job names
 one, and runs exactly what the `train` queue runs: `training_jobs.job.run_training_job`. The job
 trains on every accepted batch, like a queued job does, unless --params restricts `batch_ids`.
+`--engine` picks what is trained (default: the engine this fleet scores with, APA_ENGINE): a LoRA
+adapter for qwen2-audio, the head for gop; both go through the same split, gate and registry.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ def train(
     simpo: Annotated[bool | None, typer.Option("--simpo/--no-simpo", help="Add the SimPO+CE stage after SFT.")] = None,
     params: Annotated[str | None, typer.Option(help='More job params as JSON, e.g. \'{"lr": 2e-4, "seed": 1}\'.')] = None,
     job: Annotated[str | None, typer.Option(help="Run or resume this existing job id instead of creating one.")] = None,
+    engine: Annotated[str | None, typer.Option(help="Engine to train: gop (head, CPU) or qwen2-audio (LoRA); "
+                                                     "default: APA_ENGINE's.")] = None,
 ) -> None:
     """Register batches, then train, evaluate, register and (if it beats the active one) promote an adapter."""
     from db.engine import session_scope
@@ -47,6 +52,12 @@ def train(
     if not isinstance(extra, dict):
         console.print("[red]error:[/red] --params must be a JSON object")
         raise typer.Exit(2)
+    from pronunciation.engines import ENGINES
+
+    engine = engine or cfg.effective_engine
+    if engine not in ENGINES:
+        console.print(f"[red]error:[/red] unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+        raise typer.Exit(2)
     if epochs is not None:
         extra["epochs"] = epochs
     if simpo is not None:
@@ -64,11 +75,11 @@ def train(
     if job is None:
         try:
             with session_scope(factory) as s:
-                job = str(create_job(s, "cli", extra, defaults).id)
+                job = str(create_job(s, "cli", extra, defaults, engine=engine).id)
         except (ParamsError, JobPending) as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
-        console.print(f"training job {job}")
+        console.print(f"training job {job} ({engine})")
     elif extra:
         console.print("[yellow]--job given: --epochs/--simpo/--params are ignored (the job keeps its params)[/yellow]")
     _run_with_progress(job, cfg, factory, store, defaults)
@@ -119,6 +130,6 @@ def _run_with_progress(job_id: str, cfg, factory, store, defaults) -> None:
         console.print(f"[red]job {job_id}: {outcome.status.value}[/red]")
         raise typer.Exit(1)
     gate = outcome.metrics.get("gate", {})
-    console.print(f"adapter {outcome.adapter_version}: "
+    console.print(f"{outcome.metrics.get('engine', 'qwen2-audio')} version {outcome.adapter_version}: "
                   + ("[green]promoted to active[/green]" if outcome.promoted else "kept as candidate")
                   + f" ({gate.get('reason', '')})")

@@ -221,6 +221,12 @@ class Settings(BaseSettings):
         """True when served scores come from the tiny random Qwen2-Audio (never with the gop engine)."""
         return self.effective_engine == "qwen2-audio" and self.uses_tiny_model
 
+    def registry_key(self, engine: str | None = None) -> str:
+        """The registry key (`adapters.base_model`) of an engine's model versions: `gop` for gop heads,
+        the base model for LoRA adapters (they only fit the model they were trained on)."""
+        engine = engine or self.effective_engine
+        return "gop" if engine == "gop" else self.registry_base_model
+
     @property
     def registry_base_model(self) -> str:
         """The adapter registry's key for the base model (adapters only fit the model they were trained on)."""

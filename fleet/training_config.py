@@ -80,6 +80,13 @@ class _Tunable(BaseModel):
     max_items: int | None = Field(default=None, ge=2)
     seed: int = 0
     eval_batch_size: int = Field(default=8, ge=1)
+    # the gop engine's head (pronunciation.gop.training.HeadSettings); defaults = the shipped head's
+    gop_seeds: int = Field(default=3, ge=0, le=16, description="gop: transformer seeds averaged (0 = boosting only).")
+    gop_epochs: int = Field(default=60, ge=1, le=1000, description="gop: transformer epochs.")
+    gop_boosting: bool = Field(default=True, description="gop: train the gradient-boosting stack.")
+    gop_iterations: int | None = Field(default=None, ge=1, le=5000,
+                                       description="gop: boosting rounds per model (default: the shipped 400/300).")
+    gop_min_samples_leaf: int = Field(default=40, ge=1, description="gop: boosting's least samples per leaf.")
 
     @field_validator("headline_aspects")
     @classmethod
@@ -111,6 +118,8 @@ class TrainingDefaults(_Tunable, BaseSettings):
     revalidate_after_s: float = Field(default=900.0, gt=0, description="A `registered` batch without progress "
                                       "for this long gets its validation task published again by the beat.")
     encode_cache_items: int = Field(default=512, ge=0, description="Tokenized training examples kept in memory.")
+    gop_feature_cache: str = Field(default="", description="Folder of cached GOP features (one file per audio + "
+                                   "reference); empty = <var_dir>/cache/gop-features.")
 
 
 class JobParams(_Tunable):

@@ -56,9 +56,10 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 
 
-def base_model_name(settings: Settings) -> str:
-    """The registry key of the base model (the same one the score workers look up)."""
-    return settings.registry_base_model
+def base_model_name(settings: Settings, engine: str | None = None) -> str:
+    """The registry key of an engine's versions (default: the scoring engine's; the same key the
+    score workers look up): `gop` for gop heads, the base model for LoRA adapters."""
+    return settings.registry_key(engine)
 
 
 def new_version(job_id: uuid.UUID | str | None = None, now: datetime | None = None) -> str:

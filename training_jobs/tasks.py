@@ -69,7 +69,7 @@ def validate_batch_task(batch_id: str) -> dict:
         sessions = make_session_factory(engine)
         row = validate_registered(sessions, ObjectStore.from_settings(settings), uuid.UUID(batch_id), defaults)
         with session_scope(sessions) as s:
-            job = maybe_trigger(s, defaults)
+            job = maybe_trigger(s, defaults, engine=settings.effective_engine)
             created = str(job.id) if job is not None else None
     finally:
         engine.dispose()
@@ -98,7 +98,7 @@ def discover_task(root_prefix: str | None = None) -> dict:
         with sessions() as s:
             stalled = [str(b) for b in stalled_validations(s, defaults) if str(b) not in new]
         with session_scope(sessions) as s:
-            job = maybe_trigger(s, defaults)
+            job = maybe_trigger(s, defaults, engine=settings.effective_engine)
             created = [job.id] if job is not None else []
         with sessions() as s:
             stranded = [j for j in jobs_to_wake(s, defaults) if j not in created]

@@ -7,6 +7,11 @@ cache and switches to it with peft, leaving the base weights in memory.
 Two adapters stay loaded: the active one and the one it replaced (so a rollback is a switch, not
 a download). Every other version is unloaded (peft `delete_adapter`) at the switch, so a worker
 that lives through many promotions holds at most two adapters' weights on its GPU.
+
+The gop engine works the same way with its heads: the registry's active `gop` version (a head
+folder the training queue built, training_jobs.gop_trainer) is downloaded once and swapped into
+the engine before the next batch; with none active, the configured head (APA_GOP_HEAD_DIR or the
+shipped one) scores. The active head and the one it replaced stay in memory.
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ class ModelPool:
 
     @property
     def base_model(self) -> str:
-        return self.settings.registry_base_model
+        """The registry key of this process's model versions: the engine's trainer's key."""
+        return self.settings.registry_key()
 
     def model(self):
         """The process's engine (pronunciation.engines), loaded on first use."""
@@ -69,8 +75,8 @@ class ModelPool:
         """What `pronunciation.assess.assess` scores with: the gop engine as loaded, or the Qwen2-Audio
         model with the registry's active adapter switched in (or none when none is active)."""
         engine = self.model()
-        if not hasattr(engine, "model"):  # an engine without LoRA adapters (gop) scores as loaded
-            return engine
+        if not hasattr(engine, "model"):  # the gop engine: heads instead of LoRA adapters
+            return self._ready_gop(engine)
         model = engine.model
         wanted = self.active_adapter()
         current = model.active_adapter_version
@@ -95,3 +101,30 @@ class ModelPool:
                 # (every result records the version that really produced it) and try again next batch.
                 log.exception("could not switch to adapter %s; still scoring with %s", version, current)
         return model
+
+    def _ready_gop(self, engine):
+        """The gop engine with the registry's active head swapped in (the configured one when none is)."""
+        if not hasattr(self, "_heads"):
+            self._heads = {None: engine.head}  # version -> loaded head; None = the configured head
+            self._current: str | None = None
+        wanted = self.active_adapter()
+        version = wanted[0] if wanted else None
+        if version == self._current:
+            return engine
+        try:
+            if version not in self._heads:
+                from pronunciation.gop.head import HEAD_FILE, GopHead
+
+                local = self.settings.var_dir.resolve() / "cache" / "adapters" / version
+                if not (local / HEAD_FILE).exists():
+                    self.store.download_folder(wanted[1], local)
+                self._heads[version] = GopHead.load(local)
+            engine.head = self._heads[version]
+            log.info("scoring with gop head %s", version or engine.head.version)
+            keep = {None, version, self._current}
+            self._heads = {v: h for v, h in self._heads.items() if v in keep}
+            self._current = version
+        except Exception:
+            # as for adapters: a broken or unreachable head must not stop scoring
+            log.exception("could not switch to gop head %s; still scoring with %s", version, engine.head.version)
+        return engine

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
@@ -76,6 +76,9 @@ class BatchIn(BaseModel):
 
 class JobIn(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="Overrides, e.g. {\"epochs\": 2, \"simpo\": true}")
+    engine: Literal["gop", "qwen2-audio"] | None = Field(
+        default=None, description="The engine whose model is trained (gop head or qwen2-audio LoRA); "
+                                  "default: the engine this fleet scores with (APA_ENGINE).")
 
 
 def _publish(celery, task: str, row_id: uuid.UUID) -> None:
@@ -128,10 +131,11 @@ def start_training_job(body: JobIn, _ops: OpsDep, session: SessionDep, celery: C
         resolve_params(TrainingDefaults(), body.params)
     except ParamsError as exc:
         raise ApiError(422, "bad_params", str(exc)) from None
-    job = add_job_row(session, "manual", dict(body.params))
+    engine = body.engine or settings.effective_engine
+    job = add_job_row(session, "manual", dict(body.params), engine)
     if job is None:  # the database allows one queued/running job per engine
         session.rollback()
-        pending = pending_job(session)
+        pending = pending_job(session, engine)
         what = f"training job {pending.id} is {pending.status.value}" if pending else "a training job is pending"
         raise ApiError(409, "job_pending", f"{what}; wait for it to finish (one queued/running job per engine)")
     session.commit()

@@ -99,6 +99,18 @@ def test_training_job_created_published_and_visible(gw) -> None:
     assert call(gw, "get", f"/v1/training-jobs/{job_id}/report.png", "ops").status_code == 404
 
 
+def test_training_jobs_name_their_engine_one_pending_each(gw) -> None:
+    """The body's engine picks what is trained (gop head or qwen2-audio LoRA); each engine has its
+    own one-pending-job slot, and an unknown engine is a 422."""
+    assert call(gw, "post", "/v1/training-jobs", "ops", {"engine": "nope"}).status_code == 422
+    gop = call(gw, "post", "/v1/training-jobs", "ops", {"engine": "gop", "params": {"gop_seeds": 1}})
+    assert gop.status_code == 202 and gop.json()["engine"] == "gop", gop.text
+    again = call(gw, "post", "/v1/training-jobs", "ops", {"engine": "gop"})
+    assert again.status_code == 409 and gop.json()["id"] in again.json()["detail"]["message"]
+    lora = call(gw, "post", "/v1/training-jobs", "ops", {"engine": "qwen2-audio"})
+    assert lora.status_code == 202 and lora.json()["engine"] == "qwen2-audio"
+
+
 def test_adapters_listed_activated_and_rolled_back(gw) -> None:
     with session_scope(gw.sessions) as s:
         s.add(Adapter(version="v1", base_model="tiny-qwen2-audio", uri="s3://b/a/v1", status=AdapterStatus.active))
