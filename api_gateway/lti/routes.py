@@ -143,15 +143,28 @@ async def launch(request: Request, session: SessionDep, settings: SettingsDep) -
     return RedirectResponse(f"{base}/lti/s/{launched.token}", status_code=303)
 
 
+_WRONG_KIND = {
+    c.RESOURCE_LINK_REQUEST: ("not_a_recording_launch", "this page belongs to a deep-linking launch"),
+    c.DEEP_LINKING_REQUEST: ("not_a_deep_link_launch", "this page belongs to an activity launch"),
+}
+
+
+def launch_of_kind(session: Session, token: str, message_type: str):
+    """The launch behind a page link, refused (403) when it was launched for the other kind of page."""
+    launch_row = find_launch(session, token)
+    if launch_row.message_type != message_type:
+        code, message = _WRONG_KIND[message_type]
+        raise LaunchRefused(code, message, 403)
+    return launch_row
+
+
 @router.get("/s/{token}", summary="The learner's recording page", response_class=HTMLResponse, response_model=None,
             responses=html_refusals(401, 403, 404))
 def recording_page(token: str, session: SessionDep, settings: SettingsDep) -> Response:
     try:
-        launch_row = find_launch(session, token)
+        launch_row = launch_of_kind(session, token, c.RESOURCE_LINK_REQUEST)
     except LaunchRefused as exc:
         return refused(exc)
-    if launch_row.message_type != c.RESOURCE_LINK_REQUEST:
-        return refused(LaunchRefused("not_a_recording_launch", "this page belongs to a deep-linking launch", 403))
     text = str(custom(launch_row).get("reference_text") or "")
     if not text:
         return HTMLResponse(pages.message_page("Not set up yet", "This activity has no text to read yet: "
@@ -221,11 +234,9 @@ def recording_result(token: str, submission_id: str, session: SessionDep) -> dic
             responses=html_refusals(401, 403, 404))
 def deep_link_form(token: str, session: SessionDep, settings: SettingsDep) -> Response:
     try:
-        launch_row = find_launch(session, token)
+        launch_of_kind(session, token, c.DEEP_LINKING_REQUEST)
     except LaunchRefused as exc:
         return refused(exc)
-    if launch_row.message_type != c.DEEP_LINKING_REQUEST:
-        return refused(LaunchRefused("not_a_deep_link_launch", "this page belongs to an activity launch", 403))
     return HTMLResponse(pages.deep_link_page(f"{settings.public_base_url.rstrip('/')}/lti/s/{token}/deep-link"))
 
 
@@ -243,11 +254,9 @@ async def deep_link_submit(token: str, request: Request, session: SessionDep, se
 def _deep_link_answer(token: str, form: dict[str, str], session: Session, settings: Settings) -> Response:
     """Validate the teacher's form and answer with the signed response (or the form with the error)."""
     try:
-        launch_row = find_launch(session, token)
+        launch_row = launch_of_kind(session, token, c.DEEP_LINKING_REQUEST)
     except LaunchRefused as exc:
         return refused(exc)
-    if launch_row.message_type != c.DEEP_LINKING_REQUEST:
-        return refused(LaunchRefused("not_a_deep_link_launch", "this page belongs to an activity launch", 403))
     action = f"{settings.public_base_url.rstrip('/')}/lti/s/{token}/deep-link"
     dl_settings = (launch_row.claims or {}).get(c.DL_SETTINGS) or {}
     if "ltiResourceLink" not in (dl_settings.get("accept_types") or []):
