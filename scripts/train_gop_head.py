@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pronunciation.gop.boosting import BoostingSettings
 from pronunciation.gop.dataset import extract_folder, read_folder
 from pronunciation.gop.head import WEIGHTS_DIR
 from pronunciation.gop.training import (
@@ -33,6 +34,7 @@ from pronunciation.gop.training import (
     measure,
     speaker_carve,
 )
+from pronunciation.gop.transformer_train import TransformerSettings
 
 DATA = Path(os.environ.get("SO762", ROOT.parent / "shared" / "data" / "speechocean762"))
 SAMPLE = Path(os.environ.get("SO762_SAMPLE", ROOT.parent / "shared" / "data" / "speechocean762-sample"))
@@ -52,14 +54,24 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seeds", type=int, default=3, help="transformer seeds (0 = boosting only)")
     ap.add_argument("--no-boosting", action="store_true")
+    ap.add_argument("--epochs", type=int, default=TransformerSettings.epochs, help="transformer epochs")
+    ap.add_argument("--phone-iterations", type=int, default=BoostingSettings.phone_iterations)
+    ap.add_argument("--upper-iterations", type=int, default=BoostingSettings.upper_iterations)
+    ap.add_argument("--learning-rate", type=float, default=BoostingSettings.learning_rate, help="boosting's")
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     a = ap.parse_args()
-    settings = HeadSettings(transformer_seeds=tuple(range(a.seeds)), use_boosting=not a.no_boosting)
+    settings = HeadSettings(
+        boosting=BoostingSettings(phone_iterations=a.phone_iterations, upper_iterations=a.upper_iterations,
+                                  learning_rate=a.learning_rate),
+        transformer=TransformerSettings(epochs=a.epochs),
+        transformer_seeds=tuple(range(a.seeds)), use_boosting=not a.no_boosting)
     train = read_folder(DATA / "train")
     ftr = extract_folder(DATA / "train", cache=a.cache / "train.pkl", workers=a.workers, progress=True)
     if a.dev:
         fit, dev = speaker_carve(train)
+        t0 = time.time()
         head = fit_head(fit, ftr, settings)
+        print(f"fit {len(fit)} utterances in {time.time() - t0:.0f} s: {settings}")
         _table(f"dev carve ({len(dev)} utterances, speaker-disjoint)", measure(head, dev, ftr))
         return
     t0 = time.time()

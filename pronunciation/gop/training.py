@@ -94,9 +94,21 @@ def measure(head: GopHead, items: list[LabelledUtterance], feats: dict[str, Utte
 
 
 def head_digest(head: GopHead) -> str:
-    """A content hash of the head's parameters: the model version's suffix."""
-    blob = pickle.dumps((head.boosting, head.transformers, head.stats), protocol=pickle.HIGHEST_PROTOCOL)
-    return hashlib.sha256(blob).hexdigest()[:10]
+    """A content hash of the head's parameters: the model version's suffix.
+
+    Each model is hashed on its own, after a pickle round trip: a model fitted in a worker process
+    and the same model fitted here have equal parameters but not equal pickle bytes (which objects
+    share a reference differs once one has crossed a process boundary, inside a model and between
+    models). One model's round trip is byte-stable, so the digest names the parameters, not where
+    they were fitted (tests/unit/gop/test_gop_head.py)."""
+    b = head.boosting
+    parts: list = [head.stats, *head.transformers]
+    if b is not None:
+        parts += [b.stats, b.phone, *(b.word[k] for k in sorted(b.word)), *(b.sentence[k] for k in sorted(b.sentence))]
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(pickle.dumps(pickle.loads(pickle.dumps(part, protocol=5)), protocol=5))
+    return digest.hexdigest()[:10]
 
 
 def speaker_carve(items: list[LabelledUtterance], fraction: float = 0.2, seed: int = 0) -> tuple[list, list]:

@@ -74,3 +74,31 @@ def test_boosting_predicts_on_one_openmp_thread_and_restores_the_setting(gop_eng
     assert probe.threads == [1]
     assert list(got) == list(want)
     assert after == {2}
+
+
+@needs_sample
+def test_fitting_is_deterministic_in_sequence_and_in_parallel(sample_items) -> None:
+    """The rebuild script's promise ("the same data and settings give the same head") and the
+    parallel fit's ("folds in a pool give the same models as in sequence"): two fits, one in
+    worker processes and one in this process, have the same parameter digest; a different
+    transformer seed does not (so the digest is not blind to the parameters)."""
+    from dataclasses import replace
+
+    from pronunciation.gop.boosting import BoostingSettings
+    from pronunciation.gop.dataset import extract_folder
+    from pronunciation.gop.training import HeadSettings, fit_head, head_digest
+    from pronunciation.gop.transformer_train import TransformerSettings
+
+    by_speaker: dict[str, list] = {}
+    for u in sample_items.values():
+        by_speaker.setdefault(u.speaker, []).append(u)
+    items = [u for speaker in sorted(by_speaker)[:6] for u in by_speaker[speaker][:4]]  # 6 speakers for 5 folds
+    feats = extract_folder(SAMPLE, utterances=items)
+    small = HeadSettings(boosting=BoostingSettings(phone_iterations=15, upper_iterations=10, min_samples_leaf=5),
+                         transformer=TransformerSettings(epochs=2), transformer_seeds=(0,))
+    quiet = lambda *_: None  # noqa: E731
+    in_pool = fit_head(items, feats, replace(small, parallel=True), log=quiet)
+    in_process = fit_head(items, feats, replace(small, parallel=False), log=quiet)
+    other_seed = fit_head(items, feats, replace(small, parallel=False, transformer_seeds=(1,)), log=quiet)
+    assert head_digest(in_pool) == head_digest(in_process)
+    assert head_digest(other_seed) != head_digest(in_process)
