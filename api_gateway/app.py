@@ -81,7 +81,7 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Index CMUdict's words before the first request instead of during it (a third of a second).
         await run_in_threadpool(warm_lexicon)
-        if settings.s3_endpoint_url or settings.s3_access_key_id:
+        if settings.storage_backend == "s3":
             # Build the boto3 client once here: concurrent first requests would otherwise each
             # create it, and boto3's default session is not thread-safe.
             await run_in_threadpool(lambda: services.store.s3)

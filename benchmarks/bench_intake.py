@@ -328,7 +328,8 @@ def main() -> None:
         base_env["HF_HUB_OFFLINE"] = "1"
 
         gw_port = free_port()
-        gw_env = dict(base_env, APA_DATABASE_URL=db_url, APA_BROKER_URL=broker, APA_S3_ENDPOINT_URL=s3_url,
+        gw_env = dict(base_env, APA_DATABASE_URL=db_url, APA_BROKER_URL=broker, APA_STORAGE_BACKEND="s3",
+                      APA_S3_ENDPOINT_URL=s3_url,
                       APA_S3_ACCESS_KEY_ID="t", APA_S3_SECRET_ACCESS_KEY="t", APA_BUCKET="bench",
                       APA_VAR_DIR=str(tmp / "var"))
         if args.workers:

@@ -50,6 +50,25 @@ def log(msg: str, t0: float) -> None:
     print(f"[{time.monotonic() - t0:7.1f} s] {msg}", flush=True)
 
 
+SUMMARY = "course_learner_summaries"
+
+
+def revision_has_summary(c) -> bool:
+    return c.execute(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": SUMMARY}).scalar()
+
+
+def summary_backfill_sql() -> str:
+    """Migration 0009's own backfill: the course view reads the summary, which the worker keeps and
+    a migration over existing rows fills; rows loaded here by SQL need the same filling."""
+    import importlib.util
+
+    path = ROOT / "migrations" / "versions" / "0009_history_at_scale.py"
+    spec = importlib.util.spec_from_file_location("migration_0009", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module._backfill_sql()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--server", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -167,7 +186,11 @@ def main() -> None:
         for table, name, ddl in reversed(defs):  # unique constraints first, then foreign keys
             c.execute(text(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {ddl}'))
         log(f"re-created {len(idx)} indexes and {len(defs)} constraints", t0)
-        for table in (*TABLES, "tenants"):
+        if revision_has_summary(c):
+            c.execute(text(f"TRUNCATE {SUMMARY}"))
+            c.execute(text(summary_backfill_sql()))
+            log("course summaries (migration 0009's backfill)", t0)
+        for table in (*TABLES, "tenants", *([SUMMARY] if revision_has_summary(c) else [])):
             c.execute(text(f"VACUUM ANALYZE {table}"))
         log("vacuum analyze", t0)
         # What the benchmark queries: tenant 0's learner 0 and its first course.

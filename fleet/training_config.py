@@ -80,12 +80,16 @@ class _Tunable(BaseModel):
     max_items: int | None = Field(default=None, ge=2)
     seed: int = 0
     eval_batch_size: int = Field(default=8, ge=1)
-    # the gop engine's head (pronunciation.gop.training.HeadSettings); defaults = the shipped head's
-    gop_seeds: int = Field(default=3, ge=0, le=16, description="gop: transformer seeds averaged (0 = boosting only).")
-    gop_epochs: int = Field(default=60, ge=1, le=1000, description="gop: transformer epochs.")
+    # the gop engine's head: a named recipe (pronunciation.gop.training.RECIPES), each knob overridable
+    gop_recipe: Literal["fast", "full"] = Field(
+        default="fast", description="gop: 'fast' (1 transformer seed, 200/150 boosting rounds: the queue's default, "
+        "same dev-carve quality) or 'full' (the shipped head's: 3 seeds, 400/300 rounds, ~5x the CPU).")
+    gop_seeds: int | None = Field(default=None, ge=0, le=16,
+                                  description="gop: transformer seeds averaged (0 = boosting only; default: the recipe's).")
+    gop_epochs: int | None = Field(default=None, ge=1, le=1000, description="gop: transformer epochs (default: the recipe's).")
     gop_boosting: bool = Field(default=True, description="gop: train the gradient-boosting stack.")
     gop_iterations: int | None = Field(default=None, ge=1, le=5000,
-                                       description="gop: boosting rounds per model (default: the shipped 400/300).")
+                                       description="gop: boosting rounds per model (default: the recipe's).")
     gop_min_samples_leaf: int = Field(default=40, ge=1, description="gop: boosting's least samples per leaf.")
 
     @field_validator("headline_aspects")

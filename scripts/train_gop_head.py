@@ -2,6 +2,7 @@
 
     python scripts/train_gop_head.py                 # train on all of train, measure on test, write weights
     python scripts/train_gop_head.py --dev           # train on 80% of train's speakers, measure on the rest
+    python scripts/train_gop_head.py --dev --recipe fast --seeds 3   # a recipe, with knobs changed
 
 Features are cached under var/gop-cache/ (first run extracts them: minutes on 2 cores).
 Deterministic: the same data and settings give the same head (same digest).
@@ -19,22 +20,21 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pronunciation.gop.boosting import BoostingSettings
 from pronunciation.gop.dataset import extract_folder, read_folder
 from pronunciation.gop.head import WEIGHTS_DIR
 from pronunciation.gop.training import (
-    HeadSettings,
+    RECIPES,
     fit_head,
     head_digest,
     measure,
     speaker_carve,
 )
-from pronunciation.gop.transformer_train import TransformerSettings
 
 DATA = Path(os.environ.get("SO762", ROOT.parent / "shared" / "data" / "speechocean762"))
 SAMPLE = Path(os.environ.get("SO762_SAMPLE", ROOT.parent / "shared" / "data" / "speechocean762-sample"))
@@ -47,24 +47,42 @@ def _table(name: str, metrics: dict) -> None:
         print(f"{k:18s} PCC {m['pcc']:.3f}  SCC {m['scc']:.3f}  RMSE {m['rmse']:.3f}  n={m['n']}")
 
 
+def _shown(path: Path) -> str:
+    """A data path as recorded in head.json: relative to the repository, not to this machine."""
+    return os.path.relpath(path.resolve(), ROOT)
+
+
+def _libraries() -> dict[str, str]:
+    """The versions that fitted the head: a pickled scikit-learn model is only sure to load, and a
+    rebuild only sure to be bit-identical, with the same ones."""
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("numpy", "scikit-learn", "scipy", "torch")}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dev", action="store_true", help="tune: measure on a speaker-disjoint 20%% of train")
     ap.add_argument("--cache", type=Path, default=ROOT / "var" / "gop-cache")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--seeds", type=int, default=3, help="transformer seeds (0 = boosting only)")
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default="full",
+                    help="named settings (pronunciation.gop.training.RECIPES); the shipped head is 'full'")
+    ap.add_argument("--seeds", type=int, help="transformer seeds (0 = boosting only)")
     ap.add_argument("--no-boosting", action="store_true")
-    ap.add_argument("--epochs", type=int, default=TransformerSettings.epochs, help="transformer epochs")
-    ap.add_argument("--phone-iterations", type=int, default=BoostingSettings.phone_iterations)
-    ap.add_argument("--upper-iterations", type=int, default=BoostingSettings.upper_iterations)
-    ap.add_argument("--learning-rate", type=float, default=BoostingSettings.learning_rate, help="boosting's")
+    ap.add_argument("--epochs", type=int, help="transformer epochs")
+    ap.add_argument("--phone-iterations", type=int)
+    ap.add_argument("--upper-iterations", type=int)
+    ap.add_argument("--learning-rate", type=float, help="boosting's")
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     a = ap.parse_args()
-    settings = HeadSettings(
-        boosting=BoostingSettings(phone_iterations=a.phone_iterations, upper_iterations=a.upper_iterations,
-                                  learning_rate=a.learning_rate),
-        transformer=TransformerSettings(epochs=a.epochs),
-        transformer_seeds=tuple(range(a.seeds)), use_boosting=not a.no_boosting)
+    settings = RECIPES[a.recipe]
+    boosting = {k: v for k, v in (("phone_iterations", a.phone_iterations), ("upper_iterations", a.upper_iterations),
+                                  ("learning_rate", a.learning_rate)) if v is not None}
+    settings = replace(settings, boosting=replace(settings.boosting, **boosting), use_boosting=not a.no_boosting)
+    if a.epochs is not None:
+        settings = replace(settings, transformer=replace(settings.transformer, epochs=a.epochs))
+    if a.seeds is not None:
+        settings = replace(settings, transformer_seeds=tuple(range(a.seeds)))
     train = read_folder(DATA / "train")
     ftr = extract_folder(DATA / "train", cache=a.cache / "train.pkl", workers=a.workers, progress=True)
     if a.dev:
@@ -90,7 +108,9 @@ def main() -> None:
         "engine": "gop",
         "version": f"gop-{digest}",
         "trained_seconds": round(took, 1),
-        "data": {"train": str(DATA / "train"), "test": str(DATA / "test"),
+        "recipe": a.recipe,
+        "libraries": _libraries(),
+        "data": {"train": _shown(DATA / "train"), "test": _shown(DATA / "test"),
                  "license": "speechocean762, CC BY 4.0 (Zhang et al., Interspeech 2021)"},
         "test_metrics": metrics,
         "check": {"folder": "speechocean762-sample", "first_utterances": CHECK_UTTERANCES,

@@ -47,19 +47,19 @@ def corpus_labels(a: UtteranceAnnotation) -> dict[str, Any]:
 
 
 def head_settings(params: JobParams, workers: int):
-    """The job's params as `HeadSettings` (the defaults are the shipped head's)."""
+    """The job's params as `HeadSettings`: the named recipe, with any knob the params set."""
     from dataclasses import replace
 
-    from pronunciation.gop.boosting import BoostingSettings
-    from pronunciation.gop.training import HeadSettings
-    from pronunciation.gop.transformer_train import TransformerSettings
+    from pronunciation.gop.training import RECIPES
 
-    b = BoostingSettings(min_samples_leaf=params.gop_min_samples_leaf)
+    recipe = RECIPES[params.gop_recipe]
+    b = replace(recipe.boosting, min_samples_leaf=params.gop_min_samples_leaf)
     if params.gop_iterations is not None:
         b = replace(b, phone_iterations=params.gop_iterations, upper_iterations=params.gop_iterations)
-    return HeadSettings(boosting=b, transformer=TransformerSettings(epochs=params.gop_epochs),
-                        transformer_seeds=tuple(range(params.seed, params.seed + params.gop_seeds)),
-                        use_boosting=params.gop_boosting, parallel=workers > 1)
+    t = recipe.transformer if params.gop_epochs is None else replace(recipe.transformer, epochs=params.gop_epochs)
+    n_seeds = len(recipe.transformer_seeds) if params.gop_seeds is None else params.gop_seeds
+    return replace(recipe, boosting=b, transformer=t, transformer_seeds=tuple(range(params.seed, params.seed + n_seeds)),
+                   use_boosting=params.gop_boosting, parallel=workers > 1)
 
 
 def configured_head(settings: Settings):
@@ -93,11 +93,12 @@ class GopTrainer:
         from pronunciation.gop.training import fit_head
         from training_jobs.gop_features import FeatureCache, job_features
 
-        if not ctx.params.gop_boosting and ctx.params.gop_seeds == 0:
+        workers = self._workers(ctx)
+        settings = head_settings(ctx.params, workers)
+        if not settings.use_boosting and not settings.transformer_seeds:
             from training_jobs.job import TrainingError
 
             raise TrainingError("gop_boosting is off and gop_seeds is 0: the head would have no model")
-        workers = self._workers(ctx)
         folder = Path(ctx.defaults.gop_feature_cache) if ctx.defaults.gop_feature_cache else (
             ctx.settings.var_dir / "cache" / "gop-features")
         examples = [*ctx.split.train, *ctx.split.heldout]
@@ -115,7 +116,6 @@ class GopTrainer:
             from training_jobs.job import TrainingError
 
             raise TrainingError("no training utterance could be aligned")
-        settings = head_settings(ctx.params, workers)
         ctx.rec.log(f"training the gop head on {len(train)} utterances: {settings}")
         t1 = time.monotonic()
         head = fit_head(train, feats, settings, log=ctx.rec.log)

@@ -54,7 +54,13 @@ def _model(cfg: BoostingSettings, iterations: int, categorical: list[int] | None
 
 
 def _fit(cfg, iterations, categorical, x, y):
-    return _model(cfg, iterations, categorical).fit(x, y)
+    """One OpenMP thread, whatever OMP_NUM_THREADS or the core count say: the boosting's parallel
+    sums would otherwise add in a thread-dependent order, and the same data would give a head that
+    differs in the last bits on another machine (parallelism comes from fitting folds in processes)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return _model(cfg, iterations, categorical).fit(x, y)
 
 
 def _fit_predict(cfg, iterations, categorical, x, y, x_out):

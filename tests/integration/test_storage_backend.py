@@ -141,3 +141,13 @@ def test_download_folder_refuses_keys_that_leave_the_target(
         s3_store.download_folder(prefix, target)
     assert not outside.exists() and not target.exists()
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []  # nothing written anywhere, no partial copy
+
+
+def test_a_local_gateway_starts_with_s3_variables_left_in_its_environment(tmp_path: Path) -> None:
+    """S3 endpoint and keys set (a shared .env, a copied deployment) but the backend `local`: the
+    gateway starts and serves; before, its startup built the S3 client anyway, which refused
+    (storage_not_configured) and uvicorn exited: a crash loop from a harmless leftover."""
+    settings = Settings(var_dir=tmp_path, storage_backend="local", s3_endpoint_url="http://127.0.0.1:9",
+                        s3_access_key_id="k", s3_secret_access_key="s")
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/healthz").status_code == 200

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from fleet.settings import Settings
-from training_jobs.config import TrainingDefaults, resolve_params
+from training_jobs.config import ParamsError, TrainingDefaults, resolve_params
 
 
 def test_each_engine_has_its_trainer_and_registry_key(tmp_path) -> None:
@@ -26,8 +26,13 @@ def test_gop_params_become_head_settings() -> None:
     from training_jobs.gop_trainer import head_settings
 
     default = head_settings(resolve_params(TrainingDefaults(), {}), workers=1)
-    assert default.transformer_seeds == (0, 1, 2) and default.transformer.epochs == 60 and default.use_boosting
-    assert (default.boosting.phone_iterations, default.boosting.upper_iterations) == (400, 300)  # the shipped recipe
+    assert default.transformer_seeds == (0,) and default.transformer.epochs == 30 and default.use_boosting
+    assert (default.boosting.phone_iterations, default.boosting.upper_iterations) == (200, 150)  # the fast recipe
+    full = head_settings(resolve_params(TrainingDefaults(), {"gop_recipe": "full", "seed": 2}), workers=2)
+    assert full.transformer_seeds == (2, 3, 4) and full.transformer.epochs == 60 and full.parallel
+    assert (full.boosting.phone_iterations, full.boosting.upper_iterations, full.boosting.learning_rate) == (400, 300, 0.05)
+    with pytest.raises(ParamsError):
+        resolve_params(TrainingDefaults(), {"gop_recipe": "fastest"})
     assert not default.parallel
     p = resolve_params(TrainingDefaults(), {"gop_seeds": 1, "seed": 4, "gop_iterations": 50, "gop_epochs": 5,
                                             "gop_min_samples_leaf": 7, "gop_boosting": False})
