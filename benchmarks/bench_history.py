@@ -4,8 +4,9 @@
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bench_history.py --db apa_bench_history --calls 200
 
 Goes through the real gateway: `create_app` with its own engine and pool on the seeded Postgres,
-called in-process with FastAPI's TestClient (routing, auth, key lookup, the queries, pydantic
-serialization; no network). A fifth case, an authenticated 404 (key check + one primary-key
+called in-process (routing, auth, key lookup, the queries, pydantic serialization; no network):
+awaited on an event loop through httpx's ASGITransport by default, `--client testclient` for
+Starlette's TestClient as in the earlier figures. A fifth case, an authenticated 404 (key check + one primary-key
 lookup), is the floor every read route pays in the same run on the same machine. The cases are called round-robin (interleaved, so background load
 on the shared machine hits them alike) after a warm-up; each figure is the wall time of one call.
 The learner, course and teacher scope come from the `bench_meta` table the seeding script wrote.
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import text
@@ -38,6 +40,36 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+@contextmanager
+def _client(app, kind: str):
+    """A `get(path, headers)` that calls the app in process.
+
+    `asgi` (default): the ASGI app awaited on an event loop of this thread (httpx's ASGITransport,
+    the app's lifespan entered): what the server does per request, sync routes' thread-pool hop
+    included. `testclient`: Starlette's TestClient, which adds about eight cross-thread hops per
+    request (its portal thread), several milliseconds on a busy 2-core machine: the earlier figures."""
+    if kind == "testclient":
+        from fastapi.testclient import TestClient
+
+        with TestClient(app) as client:
+            yield lambda path, headers: client.get(path, headers=headers)
+        return
+    import asyncio
+
+    import httpx
+
+    loop = asyncio.new_event_loop()
+    lifespan = app.router.lifespan_context(app)
+    loop.run_until_complete(lifespan.__aenter__())
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench")
+    try:
+        yield lambda path, headers: loop.run_until_complete(client.get(path, headers=headers))
+    finally:
+        loop.run_until_complete(client.aclose())
+        loop.run_until_complete(lifespan.__aexit__(None, None, None))
+        loop.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--server", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -46,9 +78,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=10, help="untimed calls per case first")
     ap.add_argument("--limit", type=int, default=50, help="history page size")
     ap.add_argument("--label", default="run")
+    ap.add_argument("--client", choices=("asgi", "testclient"), default="asgi", help="how the app is called")
     args = ap.parse_args()
-
-    from fastapi.testclient import TestClient
 
     from api_gateway.app import create_app
     from fleet.settings import Settings
@@ -75,7 +106,12 @@ def main() -> None:
         "course ops": (f"/v1/courses/{course}/learners", ops),
     }
     # The same queries called directly (no HTTP, no auth): the database work of each route.
-    from db.queries import HistoryFilter, course_learners, learner_aggregates, learner_history
+    from db.queries import (
+        HistoryFilter,
+        course_learners,
+        learner_aggregates,
+        learner_history,
+    )
 
     tenant_uuid = uuid.UUID(meta["tenant_id"])
     scope = tuple(meta["teacher_courses"].split(","))
@@ -94,11 +130,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(var_dir=Path(tmp), database_url=url, broker_url="filesystem://")
         app = create_app(settings, sessions=sessions)
-        with TestClient(app) as client:
+        with _client(app, args.client) as get:
             for rnd in range(args.warmup + args.calls):
                 for name, (path, key) in cases.items():
                     t0 = time.perf_counter()
-                    r = client.get(path, headers={"X-API-Key": key})
+                    r = get(path, {"X-API-Key": key})
                     dt = (time.perf_counter() - t0) * 1000
                     if r.status_code != (404 if name.startswith("floor") else 200):
                         sys.exit(f"{name}: {r.status_code} {r.text[:300]}")
@@ -133,6 +169,7 @@ def main() -> None:
         print(f"| {name} | {row['p50_ms']} | {row['p95_ms']} | {row['mean_ms']} | {row['response']} |")
     out = ROOT / "benchmarks" / "results" / f"history_{args.label}.json"
     out.write_text(json.dumps({"db": args.db, "revision": revision, "meta": meta, "calls": args.calls,
+                               "client": args.client,
                                "rows": rows}, indent=2) + "\n")
     print(f"wrote {out.relative_to(ROOT)}")
 

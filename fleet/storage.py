@@ -232,21 +232,30 @@ class ObjectStore:
         return ObjectInfo(uri, path.stat().st_size)
 
     def get(self, uri: str, *, max_bytes: int | None = None) -> bytes:
-        """Whole object; `max_bytes` refuses larger objects before downloading them."""
-        if max_bytes is not None:
-            info = self.head(uri)
-            if info.size > max_bytes:
-                raise ObjectTooLarge(uri, f"{info.size} bytes is over the limit of {max_bytes}")
+        """Whole object; `max_bytes` refuses larger objects before downloading them.
+
+        One request on S3: the GET's Content-Length is checked before its body is read (a HEAD
+        first cost each scoring job a second round trip, issue 10's queue overhead)."""
         ref = parse_uri(uri)
         if ref.scheme == "s3":
             try:
-                body = self.s3.get_object(Bucket=ref.bucket, Key=ref.key)["Body"].read()
+                response = self.s3.get_object(Bucket=ref.bucket, Key=ref.key)
+            except Exception as exc:
+                raise self._s3_error(uri, exc) from exc
+            size = response.get("ContentLength")
+            if max_bytes is not None and size is not None and int(size) > max_bytes:
+                response["Body"].close()
+                raise ObjectTooLarge(uri, f"{size} bytes is over the limit of {max_bytes}")
+            try:
+                body = response["Body"].read() if max_bytes is None else response["Body"].read(max_bytes + 1)
             except Exception as exc:
                 raise self._s3_error(uri, exc) from exc
         else:
             path = self._local_path(ref, uri)
             if not path.is_file():
                 raise ObjectNotFound(uri, "no such object")
+            if max_bytes is not None and (size := path.stat().st_size) > max_bytes:
+                raise ObjectTooLarge(uri, f"{size} bytes is over the limit of {max_bytes}")
             body = path.read_bytes()
         if max_bytes is not None and len(body) > max_bytes:
             raise ObjectTooLarge(uri, f"{len(body)} bytes is over the limit of {max_bytes}")

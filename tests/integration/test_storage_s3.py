@@ -80,3 +80,16 @@ def test_missing_bucket_is_a_config_error(s3_server: str, s3_bucket: str) -> Non
     bad = Settings(storage_backend="s3", s3_endpoint_url=s3_server, s3_access_key_id="t", s3_secret_access_key="t", bucket="absent-bucket")
     with pytest.raises(ConfigError, match="APA_BUCKET"):
         check_storage(bad)
+
+
+def test_a_size_limited_get_is_one_request(s3_store: ObjectStore, s3_bucket: str) -> None:
+    """A scoring job fetches its audio with a size limit: one GET whose Content-Length is checked
+    before the body is read, not a HEAD and then a GET (a round trip per job)."""
+    calls: list[str] = []
+    s3_store.s3.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+    s3_store.put(f"s3://{s3_bucket}/clip", b"1" * 500)
+    calls.clear()
+    assert s3_store.get(f"s3://{s3_bucket}/clip", max_bytes=500) == b"1" * 500
+    with pytest.raises(ObjectTooLarge, match="500 bytes"):
+        s3_store.get(f"s3://{s3_bucket}/clip", max_bytes=499)
+    assert calls == ["GetObject", "GetObject"]
