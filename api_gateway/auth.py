@@ -19,11 +19,18 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import or_, update
 from sqlalchemy.orm import Session
 
-from api_gateway.credentials import CredentialCache, KeyGrant, TenantView
-from api_gateway.deps import SessionDep, SettingsDep
+from api_gateway.credentials import (
+    CredentialCache,
+    KeyGrant,
+    NeedsDatabase,
+    TenantView,
+    no_database,
+)
+from api_gateway.deps import ServicesDep, SettingsDep
 from api_gateway.errors import ApiError
 from db.models import ApiKey, Role, Submission, utcnow
 from db.results import as_utc
@@ -122,7 +129,9 @@ def authenticate(request: Request, session: Session, header: str) -> KeyGrant | 
     return found[0] if found is not None else None
 
 
-def current_principal(request: Request, session: SessionDep, settings: SettingsDep) -> Principal:
+def principal_from_session(request: Request, session: Session, settings) -> Principal:
+    """`current_principal` for code already in a thread with a session (a dependency that decides
+    between a key and a signed link)."""
     header = settings.api_key_header
     key = authenticate(request, session, header)
     if key is None:
@@ -130,10 +139,24 @@ def current_principal(request: Request, session: SessionDep, settings: SettingsD
     return Principal.of(key)
 
 
+async def current_principal(request: Request, services: ServicesDep, settings: SettingsDep) -> Principal:
+    """On the event loop when the credential cache answers (most requests: no thread-pool hop, no
+    query); in a thread with its own session when it must query (a miss, the last-used stamp)."""
+    header = settings.api_key_header
+    try:
+        found = authenticate_with(request, no_database, header)
+    except NeedsDatabase:
+        found = await run_in_threadpool(authenticate_with, request, services.sessions, header)
+    if found is None:
+        raise unauthorized("missing_api_key", f"send an API key in the {header} header", header)
+    return Principal.of(found[0])
+
+
 def require_roles(*roles: Role) -> Callable[[Principal], Principal]:
     allowed = frozenset(roles)
 
-    def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    async def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        # async: a pure check, so no thread-pool hop (a sync dependency costs one per request)
         if principal.role not in allowed:
             names = ", ".join(sorted(r.value for r in allowed))
             raise ApiError(403, "role_not_allowed", f"role {principal.role.value} may not do this (allowed: {names})")

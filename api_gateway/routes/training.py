@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from api_gateway.auth import Principal, current_principal, require_roles, unauthorized
+from api_gateway.auth import Principal, principal_from_session, require_roles, unauthorized
 from api_gateway.deps import CeleryDep, SessionDep, SettingsDep, StoreDep
 from api_gateway.errors import ApiError, error_responses
 from db.adapters import RegistryError, activate, list_adapters
@@ -170,7 +170,7 @@ def ops_or_signed_link(
     """A valid, unexpired signed link for exactly this report (from `report_url`/`plot_url`), or an
     ops API key. None for a link: it is its own authority and names no caller."""
     if expires is None and signature is None:
-        principal = current_principal(request, session, settings)
+        principal = principal_from_session(request, session, settings)
         if principal.role is not Role.ops:
             raise ApiError(403, "role_not_allowed", f"role {principal.role.value} may not do this (allowed: ops)")
         return principal
