@@ -20,7 +20,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import json
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +32,7 @@ from pronunciation.gop.training import (
     fit_head,
     head_digest,
     measure,
+    recipe_settings,
     speaker_carve,
 )
 
@@ -75,14 +75,9 @@ def main() -> None:
     ap.add_argument("--learning-rate", type=float, help="boosting's")
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     a = ap.parse_args()
-    settings = RECIPES[a.recipe]
-    boosting = {k: v for k, v in (("phone_iterations", a.phone_iterations), ("upper_iterations", a.upper_iterations),
-                                  ("learning_rate", a.learning_rate)) if v is not None}
-    settings = replace(settings, boosting=replace(settings.boosting, **boosting), use_boosting=not a.no_boosting)
-    if a.epochs is not None:
-        settings = replace(settings, transformer=replace(settings.transformer, epochs=a.epochs))
-    if a.seeds is not None:
-        settings = replace(settings, transformer_seeds=tuple(range(a.seeds)))
+    settings = recipe_settings(a.recipe, seeds=a.seeds, epochs=a.epochs, phone_iterations=a.phone_iterations,
+                               upper_iterations=a.upper_iterations, learning_rate=a.learning_rate,
+                               use_boosting=not a.no_boosting)
     train = read_folder(DATA / "train")
     ftr = extract_folder(DATA / "train", cache=a.cache / "train.pkl", workers=a.workers, progress=True)
     if a.dev:

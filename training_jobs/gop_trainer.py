@@ -48,18 +48,13 @@ def corpus_labels(a: UtteranceAnnotation) -> dict[str, Any]:
 
 def head_settings(params: JobParams, workers: int):
     """The job's params as `HeadSettings`: the named recipe, with any knob the params set."""
-    from dataclasses import replace
+    from pronunciation.gop.training import recipe_settings
 
-    from pronunciation.gop.training import RECIPES
-
-    recipe = RECIPES[params.gop_recipe]
-    b = replace(recipe.boosting, min_samples_leaf=params.gop_min_samples_leaf)
-    if params.gop_iterations is not None:
-        b = replace(b, phone_iterations=params.gop_iterations, upper_iterations=params.gop_iterations)
-    t = recipe.transformer if params.gop_epochs is None else replace(recipe.transformer, epochs=params.gop_epochs)
-    n_seeds = len(recipe.transformer_seeds) if params.gop_seeds is None else params.gop_seeds
-    return replace(recipe, boosting=b, transformer=t, transformer_seeds=tuple(range(params.seed, params.seed + n_seeds)),
-                   use_boosting=params.gop_boosting, parallel=workers > 1)
+    return recipe_settings(
+        params.gop_recipe, seeds=params.gop_seeds, first_seed=params.seed, epochs=params.gop_epochs,
+        phone_iterations=params.gop_iterations, upper_iterations=params.gop_iterations,
+        min_samples_leaf=params.gop_min_samples_leaf, use_boosting=params.gop_boosting, parallel=workers > 1,
+    )
 
 
 def configured_head(settings: Settings):

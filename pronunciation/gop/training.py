@@ -10,7 +10,7 @@ import hashlib
 import pickle
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -46,6 +46,24 @@ RECIPES: dict[str, HeadSettings] = {
 0.005 mean PCC of the others over the seven required columns (full 0.643, fast 0.642), while the
 boosting stack alone lost 0.04. So the ensemble matters and more rounds, epochs or seeds do not;
 the queue retrains with `fast`, in minutes on 2 cores. Figures: README, "Scoring engines"."""
+
+
+def recipe_settings(
+    name: str, *, seeds: int | None = None, first_seed: int = 0, epochs: int | None = None,
+    phone_iterations: int | None = None, upper_iterations: int | None = None, learning_rate: float | None = None,
+    min_samples_leaf: int | None = None, use_boosting: bool = True, parallel: bool = True,
+) -> HeadSettings:
+    """A named recipe with the knobs a caller sets (None keeps the recipe's): the one way the
+    rebuild script's options and a training job's params become settings."""
+    recipe = RECIPES[name]
+    knobs = {"phone_iterations": phone_iterations, "upper_iterations": upper_iterations,
+             "learning_rate": learning_rate, "min_samples_leaf": min_samples_leaf}
+    boosting = replace(recipe.boosting, **{k: v for k, v in knobs.items() if v is not None})
+    transformer = recipe.transformer if epochs is None else replace(recipe.transformer, epochs=epochs)
+    n_seeds = len(recipe.transformer_seeds) if seeds is None else seeds
+    return replace(recipe, boosting=boosting, transformer=transformer,
+                   transformer_seeds=tuple(range(first_seed, first_seed + n_seeds)),
+                   use_boosting=use_boosting, parallel=parallel)
 
 
 def fit_head(
