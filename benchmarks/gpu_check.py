@@ -229,6 +229,56 @@ def bench_inference(sm, inputs, meter, batches: list[int], n_batch1: int) -> dic
     return out
 
 
+def compare_audio_embeddings(sm, inputs) -> dict:
+    """The audio rows of the LM's input embeddings (encoder + projector output) for each clip alone,
+    from the 30 s window and from the trimmed one: relative L2 difference and largest absolute one."""
+    import torch
+
+    from pronunciation.prompt_inputs import encode_audio_window
+
+    core = sm.base_model.model  # Qwen2AudioModel
+    device = next(core.parameters()).device
+    rel, worst = [], []
+    with torch.no_grad():
+        for x in inputs:
+            full, cut = sm.prepare_many([x], trim_window=False)[0], sm.prepare_many([x], trim_window=True)[0]
+            assert full.prefix_ids + full.suffix_ids == cut.prefix_ids + cut.suffix_ids
+            ids = torch.tensor([full.prefix_ids + full.suffix_ids], device=device)
+            slots = ids[0] == core.config.audio_token_id
+            a = encode_audio_window(core, ids, full.input_features[None], full.feature_attention_mask[None])[0][slots]
+            b = encode_audio_window(core, ids, cut.input_features[None], cut.feature_attention_mask[None])[0][slots]
+            a, b = a.float(), b.float()
+            rel.append(float((a - b).norm() / a.norm()))
+            worst.append(float((a - b).abs().max() / a.abs().max()))
+    return {"clips": len(rel), "max_relative_l2": max(rel), "median_relative_l2": statistics.median(rel),
+            "max_abs_diff_over_max_abs": max(worst)}
+
+
+def compare_window(sm, inputs, batch: int) -> dict:
+    """The same clips scored with the audio encoder's stock 30 s window and with the window cut to
+    each batch's longest clip (`APA_TRIM_AUDIO_WINDOW`): how far the expected values move and how
+    many argmax answers change, at this shape and dtype (bf16 on CUDA)."""
+    before = sm.trim_audio_window
+    try:
+        sm.trim_audio_window = False
+        full = sm.score(inputs, batch_size=batch)
+        sm.trim_audio_window = True
+        trimmed = sm.score(inputs, batch_size=batch)
+    finally:
+        sm.trim_audio_window = before
+    diffs = [abs(a.values[k][1] - b.values[k][1]) for a, b in zip(full, trimmed) for k in a.values]
+    flips = sum(a.values[k][0] != b.values[k][0] for a, b in zip(full, trimmed) for k in a.values)
+    # Random weights can give one-hot answer distributions, where no encoder change would show in
+    # the scores: count the expected values that are not whole numbers (a sensitive comparison
+    # needs many), and compare the audio embeddings the LM receives directly.
+    soft = sum(abs(a.values[k][1] - round(a.values[k][1])) > 1e-3 for a in full for k in a.values)
+    out = {"batch": batch, "utterances": len(inputs), "slots": len(diffs), "max_abs_expected_diff": max(diffs),
+           "median_abs_expected_diff": statistics.median(diffs), "argmax_changes": flips,
+           "non_integer_expected_values": soft, "audio_embeddings": compare_audio_embeddings(sm, inputs[:8])}
+    print(f"window 30 s vs trimmed: {out}", flush=True)
+    return out
+
+
 def bench_training(model, processor, examples, device, meter, *, grad_accum: int) -> dict:
     """One SFT and one SimPO optimizer step (after one warm-up step each) through the project's Trainer."""
     from peft import get_peft_model
@@ -281,6 +331,15 @@ def _gib(x: float | None) -> str:
     return "-" if x is None else f"{x:.1f}"
 
 
+def _embedding_line(w: dict) -> str:
+    e = w.get("audio_embeddings")
+    if not e:
+        return ""
+    return (f"; the audio embeddings the LM receives ({e['clips']} clips one at a time) differ by a relative L2 of "
+            f"{e['median_relative_l2']:.3g} (median; max {e['max_relative_l2']:.3g}), largest element difference "
+            f"{e['max_abs_diff_over_max_abs']:.3g} of the largest element")
+
+
 def markdown(fig: dict) -> str:
     """The figures as a short markdown report (what README quotes)."""
     lines = [f"# gpu_check: {fig['label']}", ""]
@@ -301,6 +360,21 @@ def markdown(fig: dict) -> str:
         lines.append(f"| {b} | {r['utterances']} | {r['utt_per_s']:.2f} | {r['latency_p50_s']:.3f} | "
                      f"{r['latency_p95_s']:.3f} | {r['lm_forwards_per_batch']:.1f} | {peak} | "
                      f"{gpus_per_1000(r['utt_per_s']):.3f} |")
+    if fig.get("inference_trimmed"):
+        w = fig["window"]
+        lines.append("")
+        lines.append(f"With the encoder window trimmed to each batch's longest clip (`APA_TRIM_AUDIO_WINDOW=true`): "
+                     f"over {w['slots']} scores of {w['utterances']} clips at batch {w['batch']}, the largest change "
+                     f"in an expected value {w['max_abs_expected_diff']:.3g} (median {w['median_abs_expected_diff']:.3g}), "
+                     f"{w['argmax_changes']} argmax answers changed ({w.get('non_integer_expected_values', '?')} of the "
+                     f"30 s window's expected values were not whole numbers)" + _embedding_line(w) + "; throughput:")
+        lines.append("")
+        lines.append("| batch | utt/s, 30 s window | utt/s, trimmed | ratio | p50 latency s, trimmed | peak GPU GiB, trimmed |")
+        lines.append("| ---: | ---: | ---: | ---: | ---: | ---: |")
+        for b, r in fig["inference_trimmed"].items():
+            base = fig["inference"][b]["utt_per_s"]
+            lines.append(f"| {b} | {base:.2f} | {r['utt_per_s']:.2f} | {r['utt_per_s'] / base:.2f}x | "
+                         f"{r['latency_p50_s']:.3f} | {_gib(r['peak_gpu_gib'])} |")
     lines.append("")
     a = fig["adapters"]
     lines.append(f"- adapters (LoRA r8, LM linear layers, {a['adapter_mib']:.1f} MiB each): load "
@@ -339,6 +413,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--grad-accum", type=int, default=8)
     ap.add_argument("--no-training", action="store_true")
+    ap.add_argument("--trim-window", action="store_true",
+                    help="also compare scores with the encoder window trimmed, and time every batch size with it")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--dtype", default="auto", help="auto: bf16 on CUDA, fp32 on CPU (as the runtime)")
     ap.add_argument("--cpu-reference", type=Path, help="JSON of a CPU --tiny run, quoted in the markdown")
@@ -443,6 +519,12 @@ def main(argv=None) -> int:
     batches = [int(b) for b in args.batches.split(",")]
     fig["inference"] = bench_inference(sm, inputs[: args.n], meter, batches, args.n_batch1)
     partial.write_text(json.dumps(fig, indent=2, default=str))
+    if args.trim_window:
+        fig["window"] = compare_window(sm, inputs[: args.n], batch=8)
+        sm.trim_audio_window = True
+        fig["inference_trimmed"] = bench_inference(sm, inputs[: args.n], meter, batches, args.n_batch1)
+        sm.trim_audio_window = False
+        partial.write_text(json.dumps(fig, indent=2, default=str))
     # answer check: values in range (random weights: the values themselves mean nothing)
     out = sm.score(inputs[:2], batch_size=2)
     fig["example_answer"] = out[0].text.splitlines()[0]

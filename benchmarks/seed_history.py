@@ -57,16 +57,22 @@ def revision_has_summary(c) -> bool:
     return c.execute(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": SUMMARY}).scalar()
 
 
-def summary_backfill_sql() -> str:
-    """Migration 0009's own backfill: the course view reads the summary, which the worker keeps and
-    a migration over existing rows fills; rows loaded here by SQL need the same filling."""
+def _migration(name: str):
     import importlib.util
 
-    path = ROOT / "migrations" / "versions" / "0009_history_at_scale.py"
-    spec = importlib.util.spec_from_file_location("migration_0009", path)
+    path = ROOT / "migrations" / "versions" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"migration_{name}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module._backfill_sql()
+    return module
+
+
+def summary_backfill_sql() -> list[str]:
+    """The migrations' own backfills (0009: the summary; 0011: its last-three slots): the course
+    view reads the summary, which the worker keeps and a migration over existing rows fills; rows
+    loaded here by SQL need the same filling."""
+    return [_migration("0009_history_at_scale")._backfill_sql(),
+            *_migration("0011_course_page_from_summary").backfill_sql()]
 
 
 def main() -> None:
@@ -188,8 +194,9 @@ def main() -> None:
         log(f"re-created {len(idx)} indexes and {len(defs)} constraints", t0)
         if revision_has_summary(c):
             c.execute(text(f"TRUNCATE {SUMMARY}"))
-            c.execute(text(summary_backfill_sql()))
-            log("course summaries (migration 0009's backfill)", t0)
+            for stmt in summary_backfill_sql():
+                c.execute(text(stmt))
+            log("course summaries (migrations 0009 and 0011's backfills)", t0)
         for table in (*TABLES, "tenants", *([SUMMARY] if revision_has_summary(c) else [])):
             c.execute(text(f"VACUUM ANALYZE {table}"))
         log("vacuum analyze", t0)

@@ -150,8 +150,9 @@ class Submission(Base):
         # The same history for ops keys, which read across tenants: an index that does not lead with
         # tenant_id, ending in the full (created_at, id) order so a page is a backward range scan.
         Index("ix_submissions_learner_created", "learner_id", "created_at", "id"),
-        # A course's recent results.
-        Index("ix_submissions_course_recent", "tenant_id", "course_id", "created_at"),
+        # A course's learners: the course page counts each learner's recordings (every status)
+        # and their last time with an index-only range scan of the course.
+        Index("ix_submissions_course_learner", "tenant_id", "course_id", "learner_id", "created_at"),
         # When a course last changed (one index probe): the teachers' course page cache key.
         Index("ix_submissions_course_updated", "tenant_id", "course_id", "updated_at"),
         # The sweeper and the batch claimer: queued/running by age.
@@ -299,6 +300,14 @@ class CourseLearnerSummary(Base):
     latest_total: Mapped[int | None] = mapped_column(SmallInteger)
     latest_at: Mapped[datetime] = mapped_column(TS)
     latest_submission_id: Mapped[uuid.UUID] = mapped_column(Uuid)
+    # The second and third newest scored submissions (the course page's "falling" flag needs the
+    # last three totals); null until the learner has that many.
+    prev_total: Mapped[int | None] = mapped_column(SmallInteger)
+    prev_at: Mapped[datetime | None] = mapped_column(TS)
+    prev_submission_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    prev2_total: Mapped[int | None] = mapped_column(SmallInteger)
+    prev2_at: Mapped[datetime | None] = mapped_column(TS)
+    prev2_submission_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
 
 
 class Delivery(Base):

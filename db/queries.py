@@ -244,7 +244,8 @@ def _course_statement(by_tenant: bool) -> Select:
 def course_learners(
     session: Session, course_id: str, *, tenant_id: uuid.UUID | None = None
 ) -> list[dict[str, Any]]:
-    """Each learner of a course (per tenant): scored count, mean and latest sentence scores.
+    """Each learner of a course (per tenant): scored count, mean and latest sentence scores, and
+    the totals of the last three scored submissions (newest first, null where fewer).
 
     Learners appear once they have at least one scored submission in the course; ordered by
     tenant then learner id. Read from `course_learner_summaries` (one row per learner, kept by the
@@ -264,6 +265,7 @@ def course_learners(
                 "latest_at": iso(row["latest_at"]),
                 "latest": {a: row[f"latest_{a}"] for a in SENTENCE_ASPECTS},
                 "mean": {a: (row[f"sum_{a}"] / row[f"cnt_{a}"] if row[f"cnt_{a}"] else None) for a in SENTENCE_ASPECTS},
+                "last_totals": [row["latest_total"], row["prev_total"], row["prev2_total"]],
             }
         )
     return learners

@@ -3,7 +3,8 @@
 `add_scored` is called in the worker's result transaction (`workers.persist.save_scores`) right
 after the sentence row is written: one `INSERT ... SELECT ... ON CONFLICT DO UPDATE` that adds the
 submission to its learner's row (count, per-aspect sums and counts) and replaces the `latest_*`
-values when the submission is newer by (created_at, id) than the row's latest. It runs on Postgres
+values when the submission is newer by (created_at, id) than the row's latest; the second and
+third newest are kept as `prev_*` and `prev2_*` (total, time, id) for the course page's trend flag. It runs on Postgres
 and SQLite alike. On Postgres concurrent workers serialise on the summary row's lock, and the
 update reads the committed row, so no addition is lost; since it commits or rolls back with the
 scores, the summary never counts a result that was not stored.
@@ -25,12 +26,15 @@ from db.models import SentenceScore, Submission, SubmissionStatus
 from db.results import SENTENCE_ASPECTS, iso
 
 TABLE = "course_learner_summaries"
+SLOT_FIELDS = ("total", "at", "submission_id")  # what the prev/prev2 slots keep of a submission
 
 
-def _newer() -> str:
+def _newer(slot: str = "latest") -> str:
+    """The incoming submission is newer by (created_at, id) than the row's `slot` (or the slot is empty)."""
     t = TABLE
-    return (f"(excluded.latest_at > {t}.latest_at OR (excluded.latest_at = {t}.latest_at "
-            f"AND excluded.latest_submission_id > {t}.latest_submission_id))")
+    empty = f"{t}.{slot}_at IS NULL OR " if slot != "latest" else ""
+    return (f"({empty}excluded.latest_at > {t}.{slot}_at OR (excluded.latest_at = {t}.{slot}_at "
+            f"AND excluded.latest_submission_id > {t}.{slot}_submission_id))")
 
 
 def _upsert_sql() -> str:
@@ -42,11 +46,19 @@ def _upsert_sql() -> str:
               *(f"coalesce(ss.{a}, 0)" for a in aspects),
               *(f"CASE WHEN ss.{a} IS NULL THEN 0 ELSE 1 END" for a in aspects),
               *(f"ss.{a}" for a in aspects), "s.created_at", "s.id"]
-    newer = _newer()
-    sets = [f"n = {TABLE}.n + 1",
-            *(f"sum_{a} = {TABLE}.sum_{a} + excluded.sum_{a}" for a in aspects),
-            *(f"cnt_{a} = {TABLE}.cnt_{a} + excluded.cnt_{a}" for a in aspects),
-            *(f"{c} = CASE WHEN {newer} THEN excluded.{c} ELSE {TABLE}.{c} END"
+    t = TABLE
+    newer, newer_prev, newer_prev2 = _newer(), _newer("prev"), _newer("prev2")
+    # Three slots ordered newest first: latest_*, prev_*, prev2_*. An incoming submission takes the
+    # first slot it is newer than and the slots below shift down (results may arrive out of order).
+    # Every right-hand side reads the row as it was before this update.
+    sets = [f"n = {t}.n + 1",
+            *(f"sum_{a} = {t}.sum_{a} + excluded.sum_{a}" for a in aspects),
+            *(f"cnt_{a} = {t}.cnt_{a} + excluded.cnt_{a}" for a in aspects),
+            *(f"prev2_{c} = CASE WHEN {newer_prev} THEN {t}.prev_{c} WHEN {newer_prev2} "
+              f"THEN excluded.latest_{c} ELSE {t}.prev2_{c} END" for c in SLOT_FIELDS),
+            *(f"prev_{c} = CASE WHEN {newer} THEN {t}.latest_{c} WHEN {newer_prev} "
+              f"THEN excluded.latest_{c} ELSE {t}.prev_{c} END" for c in SLOT_FIELDS),
+            *(f"{c} = CASE WHEN {newer} THEN excluded.{c} ELSE {t}.{c} END"
               for c in (*(f"latest_{a}" for a in aspects), "latest_at", "latest_submission_id"))]
     # SQLite parses `... WHERE ... ON CONFLICT` unambiguously only with the WHERE present (it is).
     return (f"INSERT INTO {TABLE} ({', '.join(cols)}) "
@@ -97,6 +109,8 @@ def recompute_course_learners(
         c = ranked.c[a]
         cols.append(func.avg(cast(c, Float)).label(f"mean_{a}"))
         cols.append(func.max(case((ranked.c.rn == 1, c))).label(f"latest_{a}"))
+    for i in (1, 2, 3):
+        cols.append(func.max(case((ranked.c.rn == i, ranked.c.total))).label(f"t{i}"))
     latest_at = func.max(case((ranked.c.rn == 1, ranked.c.created_at)))
     cols.append(type_coerce(latest_at, Submission.created_at.type).label("latest_at"))
     stmt = (
@@ -120,6 +134,7 @@ def recompute_course_learners(
                     a: (float(row[f"mean_{a}"]) if row[f"mean_{a}"] is not None else None)
                     for a in SENTENCE_ASPECTS
                 },
+                "last_totals": [int(row[k]) if row[k] is not None else None for k in ("t1", "t2", "t3")],
             }
         )
     return learners

@@ -19,7 +19,6 @@ import argparse
 import json
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +30,7 @@ from pronunciation.gop.boosting import N_CI, train_stack
 from pronunciation.gop.dataset import extract_folder, read_folder
 from pronunciation.gop.head import GopHead
 from pronunciation.gop.head_features import phone_rows, phone_stats
+from pronunciation.gop.processes import process_pool
 from pronunciation.gop.training import RECIPES, measure, speaker_carve
 from pronunciation.gop.transformer_train import TransformerSettings, train_transformer
 
@@ -76,7 +76,7 @@ def main() -> None:
     print(f"fit on {len(fit)} utterances ({len(set(speakers))} speakers), dev {len(dev)} "
           f"({len({u.speaker for u in dev})} speakers)", flush=True)
     parts: dict[str, tuple] = {}
-    with ProcessPoolExecutor(a.workers) as pool:
+    with process_pool(a.workers) as pool:
         jobs = {k: pool.submit(_timed, train_stack, f, labels, speakers, cfg, lambda *_: None, None)
                 for k, cfg in BOOSTING.items()}
         jobs.update({k: pool.submit(_timed, train_transformer, f, labels, stats, seed, cfg)

@@ -18,7 +18,6 @@ import multiprocessing
 import os
 import pickle
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from pronunciation.gop.features import (
     FeatureExtractor,
     UtteranceFeatures,
 )
+from pronunciation.gop.processes import process_pool
 from pronunciation.lexicon import Reference
 from training_jobs.dataset import Example
 
@@ -85,7 +85,7 @@ def _run(items: list, workers: int) -> Iterator[tuple[str, dict | None, str | No
     if workers <= 1 or multiprocessing.current_process().daemon:
         yield from map(_extract, items)
         return
-    with ProcessPoolExecutor(workers) as pool:
+    with process_pool(workers) as pool:
         yield from pool.map(_extract, items, chunksize=4)
 
 

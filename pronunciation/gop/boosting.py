@@ -59,8 +59,11 @@ def _fit(cfg, iterations, categorical, x, y):
     differs in the last bits on another machine (parallelism comes from fitting folds in processes)."""
     from threadpoolctl import threadpool_limits
 
+    # The model first: building it imports sklearn, which loads its OpenMP runtime; a limit set
+    # before that (the first fit in a fresh pool worker) would not reach the runtime at all.
+    model = _model(cfg, iterations, categorical)
     with threadpool_limits(limits=1, user_api="openmp"):
-        return _model(cfg, iterations, categorical).fit(x, y)
+        return model.fit(x, y)
 
 
 def _fit_predict(cfg, iterations, categorical, x, y, x_out):

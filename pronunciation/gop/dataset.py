@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import pickle
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from pronunciation.gop.features import (
     FeatureExtractor,
     UtteranceFeatures,
 )
+from pronunciation.gop.processes import process_pool
 from pronunciation.lexicon import Reference, build_reference
 
 AUDIO_SUFFIXES = (".ogg", ".flac", ".wav", ".mp3")
@@ -93,7 +93,7 @@ def _run(items: list, workers: int) -> Iterator[tuple[str, dict | None, str | No
     if workers <= 1:
         yield from map(_extract_one, items)
         return
-    with ProcessPoolExecutor(workers) as pool:
+    with process_pool(workers) as pool:
         yield from pool.map(_extract_one, items, chunksize=8)
 
 

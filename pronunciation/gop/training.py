@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import pickle
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -19,6 +18,7 @@ from pronunciation.gop.boosting import FOLDS, BoostingSettings, train_stack
 from pronunciation.gop.dataset import LabelledUtterance
 from pronunciation.gop.features import FEATURE_VERSION, UtteranceFeatures
 from pronunciation.gop.head import GopHead, HeadScores, slot_values
+from pronunciation.gop.processes import process_pool
 from pronunciation.gop.transformer_train import TransformerSettings, train_transformer
 
 
@@ -81,8 +81,8 @@ def fit_head(
 
     stats = phone_stats(np.vstack([phone_rows(x) for x in f]), N_CI)  # the same statistics the stack computes
     seeds = settings.transformer_seeds
-    pool = ProcessPoolExecutor(len(seeds)) if settings.parallel and seeds else None
-    fold_pool = ProcessPoolExecutor(FOLDS + 1) if settings.parallel else None
+    pool = process_pool(len(seeds)) if settings.parallel and seeds else None
+    fold_pool = process_pool(FOLDS + 1) if settings.parallel else None
     try:
         futures = [pool.submit(train_transformer, f, labels, stats, s, settings.transformer) for s in seeds] if pool else []
         stack = (train_stack(f, labels, speakers, settings.boosting, log=log, pool=fold_pool)

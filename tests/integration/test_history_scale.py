@@ -10,14 +10,15 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import Float, case, cast, func, literal, select, union_all
+from sqlalchemy import Float, and_, case, cast, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from db.accounts import create_tenant
 from db.engine import make_engine, make_session_factory, session_scope
 from db.models import SentenceScore, Submission, SubmissionStatus
 from db.queries import HistoryFilter, course_learners, learner_aggregates, learner_history
-from db.results import SENTENCE_ASPECTS
+from db.results import SENTENCE_ASPECTS, as_utc
+from db.teacher_views import COURSE_ASPECTS, LearnerRow, course_rows
 from db.summary import add_scored, recompute_course_learners
 from migrations.runner import downgrade, upgrade
 from pronunciation.assess import AssessmentResult
@@ -101,6 +102,69 @@ def test_summary_kept_by_result_transaction_matches_recomputation(sessions) -> N
         assert row["latest_at"] == "2026-03-31T08:00:00Z"
         assert row["latest"]["accuracy"] == result.assessment.sentence.accuracy.value
         assert course_learners(s, "c1") == recompute_course_learners(s, "c1")
+
+
+def old_course_rows(session: Session, course_id: str, *, tenant_id: uuid.UUID | None) -> list[LearnerRow]:
+    """The course page's rows as computed before the summary kept the last three totals: one
+    window over every submission of the course joined to its sentence row."""
+    scored = Submission.status == SubmissionStatus.scored
+    conds = [Submission.course_id == course_id] + ([Submission.tenant_id == tenant_id] if tenant_id else [])
+    ranked = (
+        select(
+            Submission.tenant_id, Submission.learner_id, Submission.created_at,
+            case((scored, 1), else_=0).label("is_scored"),
+            *(getattr(SentenceScore, a).label(a) for a in COURSE_ASPECTS),
+            func.row_number().over(partition_by=(Submission.tenant_id, Submission.learner_id, scored),
+                                   order_by=(Submission.created_at.desc(), Submission.id.desc())).label("rn"),
+        )
+        .outerjoin(SentenceScore, SentenceScore.submission_id == Submission.id)
+        .where(*conds)
+        .subquery()
+    )
+    is_scored = ranked.c.is_scored == 1
+    cols: list[Any] = [ranked.c.tenant_id, ranked.c.learner_id, func.count().label("n"),
+                       func.sum(ranked.c.is_scored).label("n_scored"), func.max(ranked.c.created_at).label("last_at")]
+    for a in COURSE_ASPECTS:
+        cols.append(func.avg(case((is_scored, cast(ranked.c[a], Float)))).label(f"mean_{a}"))
+        cols.append(func.max(case((and_(is_scored, ranked.c.rn == 1), ranked.c[a]))).label(f"latest_{a}"))
+    for i in (1, 2, 3):
+        cols.append(func.max(case((and_(is_scored, ranked.c.rn == i), ranked.c.total))).label(f"t{i}"))
+    rows = session.execute(select(*cols).group_by(ranked.c.tenant_id, ranked.c.learner_id)).mappings()
+    return [LearnerRow(
+        tenant_id=r["tenant_id"], learner_id=r["learner_id"], recordings=int(r["n"]), scored=int(r["n_scored"] or 0),
+        last_at=r["last_at"], latest={a: r[f"latest_{a}"] for a in COURSE_ASPECTS},
+        mean={a: r[f"mean_{a}"] for a in COURSE_ASPECTS}, last_three=(r["t1"], r["t2"], r["t3"]),
+    ) for r in rows]
+
+
+def test_course_page_rows_from_the_summary_equal_the_old_computation(sessions) -> None:
+    # Results stored through the worker in shuffled order (so the summary's last-three slots take
+    # late arrivals), failed ones, and recordings still waiting: counted as recordings, not scores.
+    tenants = _seed_scored_through_worker(sessions, random.Random(11), n=120)
+    with session_scope(sessions) as s:
+        for i, learner in enumerate(("L0", "L9")):
+            _queue(s, tenants[0], learner, "c1", T0 + timedelta(days=40 + i), 1000 + i, Granularity.SENTENCE)
+    with sessions() as s:
+        seen_three = 0
+        for course in ("c1", "c2", "nobody"):
+            for tenant in (None, *tenants):
+                def key(r: LearnerRow) -> tuple[str, str]:
+                    return str(r.tenant_id), r.learner_id
+                new = sorted(course_rows(s, course, tenant_id=tenant), key=key)
+                old = sorted(old_course_rows(s, course, tenant_id=tenant), key=key)
+                assert [key(r) for r in new] == [key(r) for r in old], (course, tenant)
+                for n, o in zip(new, old):
+                    assert (n.recordings, n.scored, as_utc(n.last_at), n.latest, n.last_three, n.falling) == (
+                        o.recordings, o.scored, as_utc(o.last_at), o.latest, o.last_three, o.falling), (course, key(n))
+                    for a in COURSE_ASPECTS:
+                        assert (n.mean[a] is None) == (o.mean[a] is None), (course, key(n), a)
+                        if o.mean[a] is not None:
+                            assert n.mean[a] == pytest.approx(o.mean[a], rel=1e-12), (course, key(n), a)
+                    seen_three += None not in n.last_three
+        assert seen_three > 0
+        waiting = [r for r in course_rows(s, "c1", tenant_id=tenants[0]) if r.learner_id == "L9"]
+        assert len(waiting) == 1 and waiting[0].recordings == 1 and waiting[0].scored == 0
+        assert waiting[0].latest["total"] is None and waiting[0].last_three == (None, None, None)
 
 
 def test_history_indexes_exist(sessions) -> None:
@@ -228,11 +292,13 @@ def test_migration_backfills_summary_from_existing_rows(database_url: str) -> No
     try:
         _seed_direct(sessions, random.Random(5), n=200)
         engine.dispose()
-        downgrade(database_url, "0008")
-        upgrade(database_url)
-        with sessions() as s:
-            for course in ("c1", "c2", "c3"):
-                got = course_learners(s, course)
-                assert got and got == recompute_course_learners(s, course)
+        for before in ("0008", "0010"):  # the summary itself (0009), then its last-three slots (0011)
+            downgrade(database_url, before)
+            upgrade(database_url)
+            with sessions() as s:
+                for course in ("c1", "c2", "c3"):
+                    got = course_learners(s, course)
+                    assert got and got == recompute_course_learners(s, course)
+                    assert any(None not in r["last_totals"] for r in got)
     finally:
         engine.dispose()

@@ -27,6 +27,7 @@ from db.models import (
     Adapter, AdapterStatus, JobStatus, PhoneScore, Role, SentenceScore, Submission, SubmissionStatus,
     TrainingJob, WordScore,
 )
+from db.summary import add_scored as add_to_course_summary
 from fleet.storage import ObjectStore
 
 T0 = datetime(2026, 9, 1, 9, 0, tzinfo=timezone.utc)
@@ -105,6 +106,9 @@ def _submission(s: Session, store: ObjectStore, bucket: str, tenant: uuid.UUID, 
         sub.model_name, sub.adapter_version, sub.model_ms = "Qwen/Qwen2-Audio-7B-Instruct", "v1", 812.0
         values = _aspects(total)
         sub.sentence = SentenceScore(**values, **{f"{a}_expected": v - 0.3 if v else 0.2 for a, v in values.items()})
+        s.add(sub)
+        s.flush()
+        add_to_course_summary(s, sid)  # what the worker's result transaction does
     elif status is SubmissionStatus.failed:
         sub.error_code, sub.error_message = "audio_silent", "no speech energy above -50 dBFS"
     s.add(sub)
