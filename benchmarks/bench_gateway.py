@@ -179,7 +179,28 @@ def main() -> None:
     console.print(f"queue overhead per job (end-to-end minus model time), {len(overheads)} serial jobs: "
                   f"p50 {pct(overheads, 0.5):.0f} ms, p99 {pct(overheads, 0.99):.0f} ms "
                   f"(median {statistics.median(overheads):.0f} ms)")
+    stages = round_stages(var.with_suffix(".log"))
+    if stages:
+        console.print(f"where a scoring round's time went ({len(stages)} rounds that scored, worker log), medians: "
+                      + ", ".join(f"{k} {statistics.median(r[k] for r in stages):.1f} ms"
+                                  for k in ("claim", "fetch", "model", "save")))
     console.print(f"gateway peak RSS (VmHWM): {hwm_kb / 1024:.0f} MiB")
+
+
+def round_stages(log_path: Path) -> list[dict]:
+    """The per-round stage times (claim, fetch, model, save) that the score task returns and Celery
+    logs on its "succeeded" line (workers/tasks.py), for the rounds that scored something."""
+    import ast
+    import re
+
+    out = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        m = re.search(r"succeeded in [0-9.]+s: (\{.*\})", line)
+        if m:
+            result = ast.literal_eval(m.group(1))
+            if isinstance(result, dict) and result.get("scored") and "ms" in result:
+                out.append(result["ms"])
+    return out
 
 
 if __name__ == "__main__":

@@ -103,7 +103,7 @@ def _decode(raw: bytes, max_seconds: float) -> tuple[np.ndarray, int]:
                     f"the audio has {channels} channels (accepted 1..{MAX_CHANNELS})"
                 )
             limit = int(math.floor(max_seconds * rate)) + 1
-            block = max(1, rate // 10)
+            block = max(1, rate)  # 1 s blocks: each read crosses cffi into Python file callbacks
             parts: list[np.ndarray] = []
             total = 0
             while total < limit:

@@ -43,6 +43,12 @@ class RoundReport:
     retry: dict[uuid.UUID, float] = field(default_factory=dict)  # id -> seconds until due again
     deliveries: list[uuid.UUID] = field(default_factory=list)
     model_ms: float = 0.0
+    # Where a round's time went besides the model (milliseconds): claiming the batch, fetching and
+    # decoding the audio, and storing the results. Logged with the task's result (Celery's
+    # "succeeded" line), so the queue's overhead per job can be taken apart from a worker's log.
+    claim_ms: float = 0.0
+    fetch_ms: float = 0.0
+    save_ms: float = 0.0
     # The one follow-up message to publish (submission id, countdown), if any: the earliest row
     # given back, or the message's own row when it is queued but not yet due.
     wake_up: tuple[uuid.UUID, float] | None = None
@@ -79,8 +85,10 @@ def score_round(
     first_id: uuid.UUID, *, settings: Settings, sessions: sessionmaker[Session], store: ObjectStore, pool
 ) -> RoundReport:
     report = RoundReport()
+    t0 = time.perf_counter()
     with sessions() as s:
         claims = claim_batch(s, first_id, settings.score_batch_size, lease_s=settings.lease_s)
+    report.claim_ms = (time.perf_counter() - t0) * 1000
     if not claims:
         report.wake_up = _not_yet_due(sessions, first_id)
         return report
@@ -111,6 +119,7 @@ def _score_claims(
     finished: set[uuid.UUID] = set()
     try:
         ready: list[tuple[Claim, AssessmentRequest]] = []
+        t_fetch = time.perf_counter()
         for claim in claims:
             try:
                 if claim.attempt > settings.max_attempts:
@@ -123,6 +132,7 @@ def _score_claims(
                 log.warning("transient storage fault for %s: %s", claim.id, exc)
                 _give_back(sessions, claim, report, policy)
                 finished.add(claim.id)
+        report.fetch_ms = (time.perf_counter() - t_fetch) * 1000
         if not ready:
             return
         model = pool.ready_model()
@@ -130,6 +140,7 @@ def _score_claims(
         results = _assess_isolating_failures(model, [req for _, req in ready])
         report.model_ms = (time.perf_counter() - t0) * 1000
         per_item_ms = report.model_ms / len(ready)
+        t_save = time.perf_counter()
         for (claim, _), result in zip(ready, results, strict=True):
             if isinstance(result, Exception):  # this item fails on its own: it uses an attempt
                 _give_back(sessions, claim, report, policy, count_attempt=True)
@@ -150,6 +161,7 @@ def _score_claims(
             report.scored.append(claim.id)
             if outcome is not None:
                 report.deliveries.append(outcome)
+        report.save_ms = (time.perf_counter() - t_save) * 1000
     finally:
         # Whatever escaped (database down, a bug), no claimed row waits for the sweeper's deadline.
         for claim in claims:

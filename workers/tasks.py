@@ -37,7 +37,8 @@ def score(self, submission_id: str) -> dict:
     if report.wake_up is not None:  # at most one follow-up per consumed message: no retry storm
         sub_id, countdown = report.wake_up
         publish(app, SCORE_TASK, str(sub_id), countdown=countdown)
-    return {"scored": len(report.scored), "failed": len(report.failed), "retry": len(report.retry)}
+    return {"scored": len(report.scored), "failed": len(report.failed), "retry": len(report.retry),
+            "ms": {k: round(getattr(report, f"{k}_ms"), 1) for k in ("claim", "fetch", "model", "save")}}
 
 
 @app.task(name=DELIVER_TASK, bind=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=8)

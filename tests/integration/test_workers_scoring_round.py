@@ -90,6 +90,8 @@ def test_batch_scores_good_rows_and_fails_bad_ones_once(session_factory, env) ->
         with session_factory() as s:
             assert s.get(SentenceScore, sid).total is not None
     assert _row(session_factory, unknown).error_message.count("ZZQXV") == 1
+    # where the round's time went (logged with the task's result): each stage ran and was timed
+    assert min(report.claim_ms, report.fetch_ms, report.model_ms, report.save_ms) > 0
 
 
 def test_store_outage_gives_rows_back_without_using_attempts(session_factory, env, tmp_path) -> None:
