@@ -95,12 +95,16 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
 
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """Within the block SIGTERM and SIGHUP raise StopRequested (SIGINT raises KeyboardInterrupt)."""
+    """Within the block SIGINT, SIGTERM and SIGHUP raise StopRequested.
+
+    SIGINT too, explicitly: Python turns it into KeyboardInterrupt only when the process started with
+    SIGINT at its default, and a shell that starts a program in the background (`cmd &` in a
+    script, CI) starts it with SIGINT ignored, so `kill -INT` would do nothing."""
 
     def handler(signum: int, _frame: object) -> None:
         raise StopRequested(signal.Signals(signum).name)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:

@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,20 @@ def _start_run(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     return proc, log
 
 
+@contextmanager
+def _killed_on_failure(proc: subprocess.Popen, started: set[int]) -> Iterator[None]:
+    """A run that does not stop in time must not outlive its test (it would load the rest of the suite)."""
+    try:
+        yield
+    except BaseException:
+        for pid in (proc.pid, *started):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        raise
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_every_child(tmp_path: Path, sig: signal.Signals) -> None:
@@ -67,7 +83,8 @@ def test_signal_stops_every_child(tmp_path: Path, sig: signal.Signals) -> None:
     # Noise a newcomer reads as errors (the root warning shows when the tests run as root).
     assert "No hostname was supplied" not in text and "superuser privileges" not in text
     proc.send_signal(sig)
-    proc.wait(60)
+    with _killed_on_failure(proc, started):
+        proc.wait(60)
     assert proc.returncode == 0, log.read_text(errors="replace")[-3000:]
     deadline = time.monotonic() + 10
     while any(alive(p) for p in started) and time.monotonic() < deadline:
@@ -82,7 +99,8 @@ def test_a_dead_child_stops_run_with_an_error(tmp_path: Path) -> None:
     gateway = next(p for p in started
                    if Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[3:4] == [b"gateway"])
     os.kill(gateway, signal.SIGKILL)
-    proc.wait(60)
+    with _killed_on_failure(proc, started):
+        proc.wait(60)
     assert proc.returncode == 1
     assert "the gateway process was killed by signal 9" in log.read_text(errors="replace")
     deadline = time.monotonic() + 10
