@@ -10,10 +10,10 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from db.accounts import create_tenant
-from db.engine import session_scope
+from db.engine import make_engine, make_session_factory, session_scope
 from db.models import Submission, SubmissionStatus, utcnow
 from fleet.retry import RETRY_WINDOW_EXHAUSTED, as_utc
 from fleet.settings import Settings
@@ -145,3 +145,37 @@ def test_rows_claimed_without_a_lease_use_the_old_deadline(session_factory, rows
     with session_factory() as s:
         assert sweep(s, republish_after_s=300, stuck_after_s=200, max_attempts=5).republished == []
         assert sweep(s, republish_after_s=300, stuck_after_s=50, max_attempts=5).republished == ids
+
+
+def test_a_claim_skips_rows_another_worker_holds_and_fills_the_batch(pg_database: str) -> None:
+    """Postgres claims in one statement (workers/claim.py `_locked_pick`): rows another worker
+    holds are skipped, not waited for; the named row comes first; the rest are the oldest due rows;
+    a batch stays full when the named row is taken."""
+    from migrations.runner import upgrade
+
+    upgrade(pg_database)
+    engine = make_engine(pg_database)
+    sessions = make_session_factory(engine)
+    try:
+        t0 = utcnow() - timedelta(hours=1)
+        with session_scope(sessions) as s:
+            tenant_id = create_tenant(s, "t").id
+            subs = [Submission(tenant_id=tenant_id, lms_submission_id=f"r{i}", learner_id="l", course_id="c",
+                               reference_text="I LIKE TO READ BOOKS", audio_uri=f"s3://bucket/{i}.flac",
+                               granularity="sentence", created_at=t0 + timedelta(minutes=i)) for i in range(6)]
+            s.add_all(subs)
+            s.flush()
+            ids = [sub.id for sub in subs]
+        holder = sessions()  # another worker, mid-claim: rows 0 and 2 locked
+        holder.execute(select(Submission.id).where(Submission.id.in_([ids[0], ids[2]])).with_for_update()).all()
+        with sessions() as s:
+            got = claim_batch(s, ids[0], 3)
+        assert [c.id for c in got] == sorted([ids[1], ids[3], ids[4]], key=str)  # 0 held: three others, oldest first
+        holder.rollback()
+        holder.close()
+        with sessions() as s:
+            again = claim_batch(s, ids[2], 3)
+        assert again[0].id == ids[2] and {c.id for c in again} == {ids[2], ids[0], ids[5]}
+        assert {c.attempt for c in got + again} == {1}
+    finally:
+        engine.dispose()
