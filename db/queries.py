@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from db.models import CourseLearnerSummary, SentenceScore, Submission, SubmissionStatus
 from db.results import SENTENCE_ASPECTS, as_utc, iso
+from db.summary import summary_last_totals, summary_mean
 
 
 @dataclass(frozen=True)
@@ -264,8 +265,8 @@ def course_learners(
                 "count": int(row["n"]),
                 "latest_at": iso(row["latest_at"]),
                 "latest": {a: row[f"latest_{a}"] for a in SENTENCE_ASPECTS},
-                "mean": {a: (row[f"sum_{a}"] / row[f"cnt_{a}"] if row[f"cnt_{a}"] else None) for a in SENTENCE_ASPECTS},
-                "last_totals": [row["latest_total"], row["prev_total"], row["prev2_total"]],
+                "mean": {a: summary_mean(row, a) for a in SENTENCE_ASPECTS},
+                "last_totals": list(summary_last_totals(row)),
             }
         )
     return learners

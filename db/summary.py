@@ -17,6 +17,7 @@ way for ops to check a summary by hand.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Float, Uuid, bindparam, case, cast, func, select, text, type_coerce
@@ -70,6 +71,17 @@ def _upsert_sql() -> str:
 
 # Built once: the same statement object every call, so SQLAlchemy's compiled cache serves it.
 _UPSERT = text(_upsert_sql()).bindparams(bindparam("sid", type_=Uuid))
+
+
+def summary_mean(row: Mapping[str, Any], aspect: str) -> float | None:
+    """An aspect's mean from a summary row (sum over the count of non-null values)."""
+    n = row[f"cnt_{aspect}"]
+    return row[f"sum_{aspect}"] / n if n else None
+
+
+def summary_last_totals(row: Mapping[str, Any]) -> tuple[int | None, int | None, int | None]:
+    """The totals of the learner's three newest scored submissions, newest first."""
+    return row["latest_total"], row["prev_total"], row["prev2_total"]
 
 
 def add_scored(session: Session, submission_id: uuid.UUID) -> None:

@@ -19,9 +19,12 @@ from typing import Any
 from sqlalchemy import Float, Integer, case, cast, func, select
 from sqlalchemy.orm import Session
 
-from db.models import Adapter, CourseLearnerSummary, PhoneScore, SentenceScore, Submission, SubmissionStatus, TrainingJob, WordScore
+from db.models import (
+    Adapter, CourseLearnerSummary, PhoneScore, SentenceScore, Submission, SubmissionStatus, TrainingJob, WordScore,
+)
 from db.queries import HistoryFilter
 from db.results import as_utc
+from db.summary import summary_last_totals, summary_mean
 
 LOW_AT = 6
 COURSE_ASPECTS: tuple[str, ...] = ("total", "accuracy", "fluency", "prosody")
@@ -100,8 +103,8 @@ def course_rows(session: Session, course_id: str, *, tenant_id: uuid.UUID | None
         out.append(LearnerRow(
             tenant_id=tid, learner_id=learner_id, recordings=int(n), scored=sm["n"], last_at=last_at,
             latest={a: sm[f"latest_{a}"] for a in COURSE_ASPECTS},
-            mean={a: sm[f"sum_{a}"] / sm[f"cnt_{a}"] if sm[f"cnt_{a}"] else None for a in COURSE_ASPECTS},
-            last_three=(sm["latest_total"], sm["prev_total"], sm["prev2_total"]),
+            mean={a: summary_mean(sm, a) for a in COURSE_ASPECTS},
+            last_three=summary_last_totals(sm),
         ))
     return out
 
@@ -257,10 +260,6 @@ def courses_of(session: Session, *, tenant_id: uuid.UUID | None, courses: Sequen
 
 def _int(v: Any) -> int | None:
     return int(v) if v is not None else None
-
-
-def _float(v: Any) -> float | None:
-    return float(v) if v is not None else None
 
 
 __all__ = [
