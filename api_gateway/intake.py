@@ -238,7 +238,7 @@ def accept_submission(
         return repeated
 
     try:
-        publish(celery, SCORE_TASK, str(sid))
+        publish(celery, SCORE_TASK, str(sid), payload.audio_uri)  # the URI lets the worker fetch early
     except Exception as exc:  # the row is the record; the sweeper re-publishes queued rows
         log.warning("submission %s committed but not published (the sweeper will): %s", sid, exc)
     return Accepted(sid, SubmissionStatus.queued, created=True)

@@ -13,6 +13,7 @@ can tell bad input (missing object, too large, denied) from a transient fault wo
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,9 @@ def parse_uri(uri: str) -> ObjectRef:
     raise InvalidObjectURI(uri, f"unsupported scheme {parts.scheme!r} (use s3:// or a local path)")
 
 
+_CLIENT_LOCK = threading.Lock()
+
+
 class ObjectStore:
     """Reads and writes objects by URI; local paths are confined to `root`."""
 
@@ -165,22 +169,27 @@ class ObjectStore:
                 f"folder {self.root}; use a local path instead)", "APA_STORAGE_BACKEND",
             )
         if self._client is None:
-            import boto3
-            from botocore.config import Config
-
-            config = Config(
-                connect_timeout=self._connect_timeout_s,
-                read_timeout=30,
-                retries={"max_attempts": self._max_attempts, "mode": "standard"},
-                s3={"addressing_style": "path"},
-                # Kept-alive connections for every thread that may call at once (the gateway's
-                # pool has 40): past the default 10, urllib3 dropped each extra connection after
-                # use, so most HEADs paid a new TCP connection (issue 10).
-                max_pool_connections=64,
-                tcp_keepalive=True,
-            )
-            self._client = boto3.client("s3", config=config, **self._s3_kwargs)
+            with _CLIENT_LOCK:  # the worker's fetch threads may ask at once: one client, not several
+                if self._client is None:
+                    self._client = self._new_s3_client()
         return self._client
+
+    def _new_s3_client(self):
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            connect_timeout=self._connect_timeout_s,
+            read_timeout=30,
+            retries={"max_attempts": self._max_attempts, "mode": "standard"},
+            s3={"addressing_style": "path"},
+            # Kept-alive connections for every thread that may call at once (the gateway's
+            # pool has 40): past the default 10, urllib3 dropped each extra connection after
+            # use, so most HEADs paid a new TCP connection (issue 10).
+            max_pool_connections=64,
+            tcp_keepalive=True,
+        )
+        return boto3.client("s3", config=config, **self._s3_kwargs)
 
     def _s3_error(self, uri: str, exc: Exception) -> StorageError:
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError

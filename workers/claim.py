@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from db.models import Submission, SubmissionStatus, utcnow
@@ -35,49 +35,43 @@ class Claim:
     failing_since: datetime | None = None
 
 
-def due(now: datetime) -> ColumnElement[bool]:
-    """Queued rows whose retry time has come (NULL means due at once)."""
-    return (Submission.status == SubmissionStatus.queued) & or_(
-        Submission.next_attempt_at.is_(None), Submission.next_attempt_at <= now)
+# The statements are built once: constructing SQLAlchemy expressions on every claim cost more
+# CPU than the round trips (profiled), and a claim overlaps the hinted GET (workers/fetch.py) that
+# needs the same interpreter.
+_DUE = (Submission.status == SubmissionStatus.queued) & or_(
+    Submission.next_attempt_at.is_(None), Submission.next_attempt_at <= bindparam("now"))
+"""Queued rows whose retry time has come (NULL means due at once)."""
 
-
-def _take(session: Session, ids: list[uuid.UUID], now: datetime, lease_s: float) -> list[Claim]:
-    """Conditional UPDATE ... RETURNING: only rows still queued are ours; the attempt counter
-    lives in the row because a redelivered message carries no count."""
-    if not ids:
-        return []
-    rows = session.execute(
-        update(Submission)
-        .where(Submission.id.in_(ids), due(now))
-        .values(status=SubmissionStatus.running, attempts=Submission.attempts + 1, started_at=now, updated_at=now,
-                lease_expires_at=now + timedelta(seconds=lease_s))
-        .returning(Submission.id, Submission.attempts, Submission.audio_uri, Submission.reference_text,
-                   Submission.reference_phones, Submission.granularity, Submission.tenant_id,
-                   Submission.transient_failures, Submission.failing_since)
-        .execution_options(synchronize_session=False)
-    ).all()
-    return [Claim(*row) for row in rows]
+_FIRST = select(Submission.id).where(Submission.id == bindparam("first_id"), _DUE)
+_OTHERS = (select(Submission.id).where(_DUE, Submission.id != bindparam("first_id"))
+           .order_by(Submission.created_at).limit(bindparam("n")))
+_LOCKED = {False: (_FIRST, _OTHERS),
+           True: (_FIRST.with_for_update(skip_locked=True), _OTHERS.with_for_update(skip_locked=True))}
+# Conditional UPDATE ... RETURNING: only rows still queued are ours; the attempt counter lives in
+# the row because a redelivered message carries no count.
+_TAKE = (
+    update(Submission)
+    .where(Submission.id.in_(bindparam("ids", expanding=True)), _DUE)
+    .values(status=SubmissionStatus.running, attempts=Submission.attempts + 1, started_at=bindparam("now"),
+            updated_at=bindparam("now"), lease_expires_at=bindparam("lease_until"))
+    .returning(Submission.id, Submission.attempts, Submission.audio_uri, Submission.reference_text,
+               Submission.reference_phones, Submission.granularity, Submission.tenant_id,
+               Submission.transient_failures, Submission.failing_since)
+    .execution_options(synchronize_session=False)
+)
 
 
 def claim_batch(session: Session, first_id: uuid.UUID, batch_size: int, *, lease_s: float = 30.0) -> list[Claim]:
     """Claim `first_id` (if queued and due) and up to batch_size-1 of the oldest other due rows,
     each with a lease of `lease_s` seconds."""
     now = utcnow()
-    locking = session.get_bind().dialect.name == "postgresql"
-    first = select(Submission.id).where(Submission.id == first_id, due(now))
-    if locking:
-        first = first.with_for_update(skip_locked=True)
-    ids = list(session.scalars(first))
+    first, others = _LOCKED[session.get_bind().dialect.name == "postgresql"]
+    ids = list(session.scalars(first, {"first_id": first_id, "now": now}))
     if batch_size > 1:
-        others = (
-            select(Submission.id)
-            .where(due(now), Submission.id != first_id)
-            .order_by(Submission.created_at)
-            .limit(batch_size - len(ids))
-        )
-        if locking:
-            others = others.with_for_update(skip_locked=True)
-        ids += list(session.scalars(others))
-    claims = _take(session, ids, now, lease_s)
+        ids += list(session.scalars(others, {"first_id": first_id, "now": now, "n": batch_size - len(ids)}))
+    claims = []
+    if ids:
+        rows = session.execute(_TAKE, {"ids": ids, "now": now, "lease_until": now + timedelta(seconds=lease_s)})
+        claims = [Claim(*row) for row in rows]
     session.commit()
     return sorted(claims, key=lambda c: (c.id != first_id, str(c.id)))

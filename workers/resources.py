@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -48,6 +49,13 @@ def sessions() -> sessionmaker[Session]:
 
 def store() -> ObjectStore:
     return _resources.get("store", lambda: ObjectStore.from_settings(settings()))
+
+
+def fetcher() -> ThreadPoolExecutor:
+    """Threads that fetch and decode a round's recordings at once (workers/fetch.py): one per
+    batch slot, plus one for the hinted GET that starts before the claim."""
+    return _resources.get("fetcher", lambda: ThreadPoolExecutor(settings().score_batch_size + 1,
+                                                                thread_name_prefix="apa-fetch"))
 
 
 def model_pool():

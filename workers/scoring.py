@@ -14,7 +14,9 @@ import logging
 import sys
 import time
 import uuid
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
+
 from sqlalchemy import select
 
 from sqlalchemy.exc import DataError
@@ -30,6 +32,7 @@ from pronunciation.schema import Granularity
 from db.models import Submission, SubmissionStatus, utcnow
 from fleet.retry import RetryPolicy, as_utc
 from workers.claim import Claim, claim_batch
+from workers.fetch import prefetch, submit
 from workers.lease import LeaseKeeper
 from workers.persist import mark_failed, release, save_scores
 
@@ -60,7 +63,10 @@ class _BadInput(Exception):
         self.code = code
 
 
-def _prepare(claim: Claim, settings: Settings, store: ObjectStore) -> AssessmentRequest:
+def _prepare(claim: Claim, settings: Settings, store: ObjectStore, fetched: Future[bytes] | None = None
+             ) -> AssessmentRequest:
+    """Reference, audio and granularity of one claim; `fetched` is the hinted GET of this very
+    object, started before the claim (workers/fetch.py)."""
     try:
         granularity = Granularity(claim.granularity)
     except ValueError:
@@ -70,7 +76,7 @@ def _prepare(claim: Claim, settings: Settings, store: ObjectStore) -> Assessment
                                     max_words=settings.max_reference_words)
         if claim.tenant_id is not None:  # local paths: only the tenant's own folder (as the gateway checked)
             store = store.for_tenant(claim.tenant_id)
-        data = store.get(claim.audio_uri, max_bytes=settings.max_audio_bytes)
+        data = fetched.result() if fetched is not None else store.get(claim.audio_uri, max_bytes=settings.max_audio_bytes)
         audio = load_audio(data, max_seconds=settings.max_audio_seconds, min_seconds=settings.min_audio_seconds)
     except StorageUnavailable:
         raise
@@ -82,9 +88,13 @@ def _prepare(claim: Claim, settings: Settings, store: ObjectStore) -> Assessment
 
 
 def score_round(
-    first_id: uuid.UUID, *, settings: Settings, sessions: sessionmaker[Session], store: ObjectStore, pool
+    first_id: uuid.UUID, *, settings: Settings, sessions: sessionmaker[Session], store: ObjectStore, pool,
+    audio_hint: str | None = None, fetcher: Executor | None = None,
 ) -> RoundReport:
+    """`audio_hint` is the URI the message says `first_id` names; with a `fetcher` (a thread pool)
+    its GET runs while the batch is claimed, and the batch's recordings are fetched at once."""
     report = RoundReport()
+    early = prefetch(fetcher, store, audio_hint, max_bytes=settings.max_audio_bytes)
     t0 = time.perf_counter()
     with sessions() as s:
         claims = claim_batch(s, first_id, settings.score_batch_size, lease_s=settings.lease_s)
@@ -93,7 +103,10 @@ def score_round(
         report.wake_up = _not_yet_due(sessions, first_id)
         return report
     with LeaseKeeper(sessions, claims, settings.lease_s):
-        _score_claims(claims, report, settings=settings, sessions=sessions, store=store, pool=pool)
+        hinted = {first_id: early} if early is not None else {}
+        fetched = {c.id: hinted[c.id] for c in claims if c.id in hinted and c.audio_uri == audio_hint}
+        _score_claims(claims, report, settings=settings, sessions=sessions, store=store, pool=pool,
+                      fetcher=fetcher, fetched=fetched)
     if report.retry:
         sub_id = min(report.retry, key=report.retry.__getitem__)
         report.wake_up = (sub_id, report.retry[sub_id])
@@ -113,18 +126,23 @@ def _not_yet_due(sessions: sessionmaker[Session], sub_id: uuid.UUID) -> tuple[uu
 
 def _score_claims(
     claims: list[Claim], report: RoundReport, *, settings: Settings, sessions: sessionmaker[Session],
-    store: ObjectStore, pool
+    store: ObjectStore, pool, fetcher: Executor | None = None, fetched: dict[uuid.UUID, Future[bytes]] | None = None
 ) -> None:
     policy = settings.retry_policy()
     finished: set[uuid.UUID] = set()
+    fetched = fetched or {}
     try:
         ready: list[tuple[Claim, AssessmentRequest]] = []
         t_fetch = time.perf_counter()
+        preparing = [(claim, submit(fetcher, _prepare, claim, settings, store, fetched.get(claim.id)))
+                     for claim in claims if claim.attempt <= settings.max_attempts]
         for claim in claims:
+            if claim.attempt > settings.max_attempts:
+                _fail(sessions, claim, "attempts_exhausted", f"gave up after {claim.attempt - 1} attempts", report)
+                finished.add(claim.id)
+        for claim, preparation in preparing:
             try:
-                if claim.attempt > settings.max_attempts:
-                    raise _BadInput("attempts_exhausted", f"gave up after {claim.attempt - 1} attempts")
-                ready.append((claim, _prepare(claim, settings, store)))
+                ready.append((claim, preparation.result()))
             except _BadInput as exc:
                 _fail(sessions, claim, exc.code, str(exc), report)
                 finished.add(claim.id)

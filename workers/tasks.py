@@ -26,12 +26,13 @@ def _publish_deliveries(ids) -> None:
 
 @app.task(name=SCORE_TASK, bind=True, autoretry_for=(OperationalError,), retry_backoff=True,
           retry_backoff_max=300, retry_jitter=True, max_retries=8)
-def score(self, submission_id: str) -> dict:
+def score(self, submission_id: str, audio_uri: str | None = None) -> dict:
+    """`audio_uri` is a hint (the gateway's publish names it): its GET starts while the row is claimed."""
     pool = resources.model_pool()
     pool.model()  # wait for the model (loading after fork) before claiming anything
     report = score_round(
         uuid.UUID(submission_id), settings=resources.settings(), sessions=resources.sessions(),
-        store=resources.store(), pool=pool,
+        store=resources.store(), pool=pool, audio_hint=audio_uri, fetcher=resources.fetcher(),
     )
     _publish_deliveries(report.deliveries)
     if report.wake_up is not None:  # at most one follow-up per consumed message: no retry storm

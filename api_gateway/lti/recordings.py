@@ -107,7 +107,7 @@ def accept_recording(
                              user_id=launch.user_id, status=LtiGradeStatus.waiting))
     session.commit()
     try:
-        publish(celery, SCORE_TASK, str(sub_id))
+        publish(celery, SCORE_TASK, str(sub_id), uri)  # the URI lets the worker fetch early
     except Exception as exc:  # the row is the record; the sweeper re-publishes queued rows
         log.warning("LTI submission %s committed but not published (the sweeper will): %s", sub_id, exc)
     return sub

@@ -75,7 +75,8 @@ def test_accepted_webhook_is_queued_and_published(gw: Gateway) -> None:
     assert row.granularity == "full" and row.callback_url == "https://acme.example/apa"
     assert row.reference_phones is None and row.attempts == 0
 
-    assert gw.score_messages() == [{"task": "apa.score", "args": [body["id"]]}]
+    # the message names the row, and the recording's URI so the worker can fetch it while it claims
+    assert gw.score_messages() == [{"task": "apa.score", "args": [body["id"], payload["audio_uri"]]}]
 
     got = gw.get(f"/v1/submissions/{body['id']}", "lms_a")
     assert got.status_code == 200
@@ -112,7 +113,7 @@ def test_repeated_delivery_returns_the_existing_submission(gw: Gateway) -> None:
     assert new_msg.status_code == 200 and new_msg.json()["id"] == sid
 
     assert len(gw.submissions()) == 1
-    assert gw.score_messages() == [{"task": "apa.score", "args": [sid]}]
+    assert gw.score_messages() == [{"task": "apa.score", "args": [sid, payload["audio_uri"]]}]
 
     # webhook ids and LMS ids are scoped by tenant: globex may reuse both
     # (without acme's callback URL: a tenant's callbacks go only to its own registered origin)

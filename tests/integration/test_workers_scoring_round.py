@@ -4,7 +4,9 @@ faults that do not use up attempts, and a poison item that cannot sink its batch
 from __future__ import annotations
 
 import io
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -141,3 +143,81 @@ def test_poison_item_uses_its_own_attempts_only(session_factory, env) -> None:
         score_round(poison, settings=settings, sessions=session_factory, store=store, pool=pool)
     row = _row(session_factory, poison)
     assert (row.status, row.error_code) == (SubmissionStatus.failed, "attempts_exhausted")
+
+
+class _WatchedStore(ObjectStore):
+    """The real S3 store, counting each GET; with `together` set, a GET waits until that many
+    GETs are in flight at once (a round that fetched one by one would break the barrier)."""
+
+    def __init__(self, *args, together: int = 0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.gets: list[str] = []
+        self.lock = threading.Lock()
+        self.barrier = threading.Barrier(together, timeout=20) if together else None
+
+    def get(self, uri: str, *, max_bytes: int | None = None) -> bytes:
+        with self.lock:
+            self.gets.append(uri)
+        if self.barrier is not None:
+            self.barrier.wait()
+        return super().get(uri, max_bytes=max_bytes)
+
+
+@pytest.fixture
+def s3_env(session_factory, tmp_path, tiny_dir, s3_server, s3_bucket):
+    settings = Settings(var_dir=tmp_path / "var", model_path=tiny_dir, score_batch_size=8, max_attempts=3)
+    with session_scope(session_factory) as s:
+        tenant_id = create_tenant(s, "t", allowed_buckets=[s3_bucket]).id
+
+    def make_store(together: int = 0) -> _WatchedStore:
+        return _WatchedStore(tmp_path / "objects", backend="s3", endpoint_url=s3_server, access_key_id="test",
+                             secret_access_key="test", max_attempts=1, together=together)
+
+    def submit(store: ObjectStore, name: str, audio: bytes | None) -> uuid.UUID:
+        uri = f"s3://{s3_bucket}/{name}.flac"
+        if audio is not None:
+            store.put(uri, audio)
+        with session_scope(session_factory) as s:
+            sub = Submission(tenant_id=tenant_id, lms_submission_id=name, learner_id="l", course_id="c",
+                             reference_text="I LIKE TO READ BOOKS", audio_uri=uri, granularity="sentence_word")
+            s.add(sub)
+            s.flush()
+            return sub.id
+
+    return settings, make_store, submit, s3_bucket
+
+
+def test_batch_recordings_are_fetched_at_once_and_the_hinted_one_only_once(session_factory, s3_env) -> None:
+    settings, make_store, submit, bucket = s3_env
+    store = make_store(together=3)  # the hinted GET (started before the claim) + the two others
+    good = [submit(store, f"good{i}", _speechlike(1.5, i)) for i in range(3)]
+    store.gets.clear()
+    with ThreadPoolExecutor(settings.score_batch_size + 1) as fetcher:
+        report = score_round(good[0], settings=settings, sessions=session_factory, store=store,
+                             pool=ModelPool(settings, session_factory, store),
+                             audio_hint=f"s3://{bucket}/good0.flac", fetcher=fetcher)
+    assert set(report.scored) == set(good) and not report.failed and not report.retry
+    # the hinted object was fetched once (before the claim), not again in the batch
+    assert sorted(store.gets) == sorted(f"s3://{bucket}/good{i}.flac" for i in range(3))
+
+
+def test_a_hint_that_does_not_match_the_row_is_not_used(session_factory, s3_env) -> None:
+    settings, make_store, submit, bucket = s3_env
+    store = make_store()
+    sid = submit(store, "real", _speechlike(1.5, 1))
+    missing = submit(store, "missing", None)
+    store.put(f"s3://{bucket}/decoy.flac", b"not audio" * 50)  # what a wrong hint would decode
+    with ThreadPoolExecutor(settings.score_batch_size + 1) as fetcher:
+        pool = ModelPool(settings, session_factory, store)
+        report = score_round(sid, settings=settings, sessions=session_factory, store=store, pool=pool,
+                             audio_hint=f"s3://{bucket}/decoy.flac", fetcher=fetcher)
+        assert report.scored == [sid]  # the row's own recording, not the decoy
+        assert report.failed == {missing: "object_not_found"}  # a fetch in a thread fails as one in-line
+        # a hinted GET that fails ends the row exactly as the in-line GET would
+        gone = submit(store, "gone", None)
+        report = score_round(gone, settings=settings, sessions=session_factory, store=store, pool=pool,
+                             audio_hint=f"s3://{bucket}/gone.flac", fetcher=fetcher)
+    assert report.failed == {gone: "object_not_found"}
+    assert store.gets.count(f"s3://{bucket}/gone.flac") == 1
+    assert (_row(session_factory, sid).status, _row(session_factory, gone).error_code) == (
+        SubmissionStatus.scored, "object_not_found")
