@@ -183,7 +183,7 @@ def main() -> None:
     if stages:
         console.print(f"where a scoring round's time went ({len(stages)} rounds that scored, worker log), medians: "
                       + ", ".join(f"{k} {statistics.median(r[k] for r in stages):.1f} ms"
-                                  for k in ("claim", "fetch", "model", "save")))
+                                  for k in ("wait", "claim", "fetch", "model", "save") if k in stages[0]))
     console.print(f"gateway peak RSS (VmHWM): {hwm_kb / 1024:.0f} MiB")
 
 

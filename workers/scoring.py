@@ -46,9 +46,12 @@ class RoundReport:
     retry: dict[uuid.UUID, float] = field(default_factory=dict)  # id -> seconds until due again
     deliveries: list[uuid.UUID] = field(default_factory=list)
     model_ms: float = 0.0
-    # Where a round's time went besides the model (milliseconds): claiming the batch, fetching and
-    # decoding the audio, and storing the results. Logged with the task's result (Celery's
-    # "succeeded" line), so the queue's overhead per job can be taken apart from a worker's log.
+    # Where a round's time went besides the model (milliseconds): the named submission's wait from
+    # its INSERT at the gateway to the start of the claim (commit, publish, broker, Celery's hand-off
+    # to the pool child; wall clocks, so skew between machines shows in it), claiming the batch,
+    # fetching and decoding the audio, and storing the results. Logged with the task's result
+    # (Celery's "succeeded" line), so the queue's overhead per job can be taken apart from a log.
+    wait_ms: float = 0.0
     claim_ms: float = 0.0
     fetch_ms: float = 0.0
     save_ms: float = 0.0
@@ -95,10 +98,13 @@ def score_round(
     its GET runs while the batch is claimed, and the batch's recordings are fetched at once."""
     report = RoundReport()
     early = prefetch(fetcher, store, audio_hint, max_bytes=settings.max_audio_bytes)
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), utcnow()
     with sessions() as s:
         claims = claim_batch(s, first_id, settings.score_batch_size, lease_s=settings.lease_s)
     report.claim_ms = (time.perf_counter() - t0) * 1000
+    named = next((c for c in claims if c.id == first_id and c.created_at is not None), None)
+    if named is not None:
+        report.wait_ms = max(0.0, (started - as_utc(named.created_at)).total_seconds() * 1000)
     if not claims:
         report.wake_up = _not_yet_due(sessions, first_id)
         return report

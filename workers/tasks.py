@@ -39,7 +39,7 @@ def score(self, submission_id: str, audio_uri: str | None = None) -> dict:
         sub_id, countdown = report.wake_up
         publish(app, SCORE_TASK, str(sub_id), countdown=countdown)
     return {"scored": len(report.scored), "failed": len(report.failed), "retry": len(report.retry),
-            "ms": {k: round(getattr(report, f"{k}_ms"), 1) for k in ("claim", "fetch", "model", "save")}}
+            "ms": {k: round(getattr(report, f"{k}_ms"), 1) for k in ("wait", "claim", "fetch", "model", "save")}}
 
 
 @app.task(name=DELIVER_TASK, bind=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=8)

@@ -148,7 +148,7 @@ def test_rows_claimed_without_a_lease_use_the_old_deadline(session_factory, rows
 
 
 def test_a_claim_skips_rows_another_worker_holds_and_fills_the_batch(pg_database: str) -> None:
-    """Postgres claims in one statement (workers/claim.py `_locked_pick`): rows another worker
+    """Postgres claims in one statement (workers/claim.py `_CLAIM_LOCKING`): rows another worker
     holds are skipped, not waited for; the named row comes first; the rest are the oldest due rows;
     a batch stays full when the named row is taken."""
     from migrations.runner import upgrade
@@ -168,6 +168,8 @@ def test_a_claim_skips_rows_another_worker_holds_and_fills_the_batch(pg_database
             ids = [sub.id for sub in subs]
         holder = sessions()  # another worker, mid-claim: rows 0 and 2 locked
         holder.execute(select(Submission.id).where(Submission.id.in_([ids[0], ids[2]])).with_for_update()).all()
+        with sessions() as s:  # a batch of one is the named row or nothing
+            assert claim_batch(s, ids[0], 1) == []
         with sessions() as s:
             got = claim_batch(s, ids[0], 3)
         assert [c.id for c in got] == sorted([ids[1], ids[3], ids[4]], key=str)  # 0 held: three others, oldest first

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -73,6 +74,7 @@ def _row(session_factory, sid):
 
 def test_batch_scores_good_rows_and_fails_bad_ones_once(session_factory, env) -> None:
     settings, store, submit = env
+    began = time.monotonic()
     good = [submit("I LIKE TO READ BOOKS", _speechlike(2.0, i)) for i in range(3)]
     garbage = submit("I LIKE TO READ BOOKS", b"not audio" * 50)
     missing = submit("I LIKE TO READ BOOKS", None)
@@ -93,7 +95,9 @@ def test_batch_scores_good_rows_and_fails_bad_ones_once(session_factory, env) ->
             assert s.get(SentenceScore, sid).total is not None
     assert _row(session_factory, unknown).error_message.count("ZZQXV") == 1
     # where the round's time went (logged with the task's result): each stage ran and was timed
-    assert min(report.claim_ms, report.fetch_ms, report.model_ms, report.save_ms) > 0
+    assert min(report.wait_ms, report.claim_ms, report.fetch_ms, report.model_ms, report.save_ms) > 0
+    # the named row's wait runs from its INSERT to the claim: within this test's own time
+    assert report.wait_ms < (time.monotonic() - began) * 1000
 
 
 def test_store_outage_gives_rows_back_without_using_attempts(session_factory, env, tmp_path) -> None:
