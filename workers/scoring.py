@@ -146,6 +146,9 @@ def _score_claims(
             if claim.attempt > settings.max_attempts:
                 _fail(sessions, claim, "attempts_exhausted", f"gave up after {claim.attempt - 1} attempts", report)
                 finished.add(claim.id)
+        # The registry's active version (one query, a switch when ops promoted another) is read
+        # while the recordings download, not after.
+        model = pool.ready_model() if preparing else None
         for claim, preparation in preparing:
             try:
                 ready.append((claim, preparation.result()))
@@ -159,7 +162,6 @@ def _score_claims(
         report.fetch_ms = (time.perf_counter() - t_fetch) * 1000
         if not ready:
             return
-        model = pool.ready_model()
         t0 = time.perf_counter()
         results = _assess_isolating_failures(model, [req for _, req in ready])
         report.model_ms = (time.perf_counter() - t0) * 1000
