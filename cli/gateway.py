@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from fleet.checks import ConfigError, fail
+from cli import reuse_port
 from cli.context import checked_settings
 from cli.ports import check_port_free
 
@@ -29,9 +30,16 @@ def gateway(
 
     options = {"host": host or cfg.gateway_host, "port": port or cfg.gateway_port, "log_level": log_level,
                "proxy_headers": True}
-    if cfg.gateway_workers > 1:
-        # Several processes (issue 10): each builds its app from the same APA_* environment.
-        # uvicorn picks httptools and uvloop when installed (`uvicorn[standard]`, a base dependency).
+    if cfg.gateway_workers > 1 and reuse_port.SUPPORTED:
+        # Several processes (issue 10), each with its own socket (cli/reuse_port.py) and its app
+        # built from the same APA_* environment. uvicorn picks httptools and uvloop when installed
+        # (`uvicorn[standard]`, a base dependency).
+        from uvicorn.supervisors import Multiprocess
+
+        config = uvicorn.Config("api_gateway.app:create_app", factory=True, workers=cfg.gateway_workers, **options)
+        listener = reuse_port.ReusePortListener(options["host"], options["port"])
+        Multiprocess(config, sockets=[listener]).run()
+    elif cfg.gateway_workers > 1:  # no SO_REUSEPORT (Windows): uvicorn's shared socket
         uvicorn.run("api_gateway.app:create_app", factory=True, workers=cfg.gateway_workers, **options)
     else:
         uvicorn.run(create_app(cfg), **options)

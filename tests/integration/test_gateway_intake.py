@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -239,6 +240,17 @@ def test_the_gateway_runs_several_worker_processes_each_small(pg_database: str, 
         children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
         workers = [p for p in children if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
         assert len(workers) == 2, children
+        # Connections are spread over the processes (each listens on its own SO_REUSEPORT socket):
+        # 32 kept-alive connections opened at once do not all land in one process.
+        listening = [_sockets_on(pid, port, "0A") for pid in workers]  # 0A: LISTEN
+        assert [len(x) for x in listening] == [1, 1] and listening[0] != listening[1], listening
+        held = _hold_connections(port, 32)
+        try:
+            per_worker = [len(_sockets_on(pid, port, "01")) for pid in workers]  # 01: ESTABLISHED
+        finally:
+            for sock in held:
+                sock.close()
+        assert sum(per_worker) == 32 and min(per_worker) >= 4, per_worker
         for pid in workers:
             status = Path(f"/proc/{pid}/status").read_text().splitlines()
             hwm_mib = int(next(line.split()[1] for line in status if line.startswith("VmHWM"))) / 1024
@@ -252,6 +264,34 @@ def test_the_gateway_runs_several_worker_processes_each_small(pg_database: str, 
         except subprocess.TimeoutExpired:  # pragma: no cover
             proc.kill()
             proc.wait()
+
+
+def _hold_connections(port: int, n: int) -> list[socket.socket]:
+    """n connections opened at once, each answered once (so it was accepted) and kept open."""
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(n)]
+    for sock in socks:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    for sock in socks:
+        assert sock.recv(65536).startswith(b"HTTP/1.1 ")
+    return socks
+
+
+def _sockets_on(pid: int, port: int, state: str) -> set[str]:
+    """The inodes of this process's TCP sockets on local `port` in `state` (its fds against /proc/net/tcp)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == state and fields[9] in inodes:
+            found.add(fields[9])
+    return found
 
 
 # --- a pooled, kept-alive S3 client ---------------------------------------------------------------
