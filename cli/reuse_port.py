@@ -12,9 +12,17 @@ by pickling it, and `ReusePortListener` unpickles as a new socket bound in that 
 
 from __future__ import annotations
 
+import logging
 import socket
+import sys
+
+# uvicorn's exit code for a child that could not start: its supervisor then stops, instead of
+# starting the same failing child again every half second.
+from uvicorn.config import STARTUP_FAILURE
 
 SUPPORTED = hasattr(socket, "SO_REUSEPORT")
+
+log = logging.getLogger("uvicorn.error")
 
 
 def reuse_port_socket(host: str, port: int, backlog: int = 2048) -> socket.socket:
@@ -22,7 +30,12 @@ def reuse_port_socket(host: str, port: int, backlog: int = 2048) -> socket.socke
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError as exc:  # taken since the parent checked it (by a socket without SO_REUSEPORT)
+        sock.close()
+        log.error("cannot listen on %s:%d: %s", host, port, exc)
+        sys.exit(STARTUP_FAILURE)
     sock.listen(backlog)
     sock.set_inheritable(True)
     return sock
