@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -205,7 +206,7 @@ def test_without_the_intake_head_a_missing_object_is_accepted_but_buckets_still_
 # --- several gateway processes ------------------------------------------------------------------
 
 
-def test_the_gateway_runs_several_worker_processes_each_small(pg_database: str, s3_server: str,
+def test_the_gateway_runs_several_small_processes_each_on_its_own_socket(pg_database: str, s3_server: str,
                                                              s3_bucket: str, tmp_path: Path) -> None:
     upgrade(pg_database)
     with session_scope(make_session_factory(make_engine(pg_database))) as s:
@@ -237,9 +238,8 @@ def test_the_gateway_runs_several_worker_processes_each_small(pg_database: str, 
                 resp = client.post("/v1/submissions", content=raw,
                                    headers={**signed_headers(secret, raw), "X-API-Key": lms})
                 assert resp.status_code == 202, resp.text
-        children = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
-        workers = [p for p in children if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
-        assert len(workers) == 2, children
+        workers = _children(proc.pid)
+        assert len(workers) == 2, workers
         # Connections are spread over the processes (each listens on its own SO_REUSEPORT socket):
         # 32 kept-alive connections opened at once do not all land in one process.
         listening = [_sockets_on(pid, port, "0A") for pid in workers]  # 0A: LISTEN
@@ -257,6 +257,18 @@ def test_the_gateway_runs_several_worker_processes_each_small(pg_database: str, 
             assert hwm_mib <= 150, f"worker {pid}: {hwm_mib:.0f} MiB"
             maps = Path(f"/proc/{pid}/maps").read_text()
             assert not [m for m in ("torch", "numpy", "soundfile", "soxr") if f"/{m}" in maps]
+        # a process that dies is replaced by one with a socket of its own
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            now = [p for p in _children(proc.pid) if p != workers[0]]
+            if len(now) == 2 and all(len(_sockets_on(p, port, "0A")) == 1 for p in now):
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"no replacement listens: {_children(proc.pid)}")
+        replacement = next(p for p in now if p != workers[1])
+        assert _sockets_on(replacement, port, "0A") != _sockets_on(workers[1], port, "0A")
     finally:
         proc.terminate()
         try:
@@ -264,6 +276,18 @@ def test_the_gateway_runs_several_worker_processes_each_small(pg_database: str, 
         except subprocess.TimeoutExpired:  # pragma: no cover
             proc.kill()
             proc.wait()
+
+
+def _children(pid: int) -> list[int]:
+    """The gateway's worker processes (uvicorn spawns them)."""
+    found = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            if "spawn_main" in Path(f"/proc/{child}/cmdline").read_text():
+                found.append(int(child))
+        except FileNotFoundError:  # it just exited
+            pass
+    return found
 
 
 def _hold_connections(port: int, n: int) -> list[socket.socket]:
