@@ -213,6 +213,9 @@ def fleet_factory(pg_database, s3_server, s3_bucket, tiny_model_dir, tmp_path) -
             "APA_PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
             "APA_REPUBLISH_AFTER_S": "3",
             "APA_STUCK_AFTER_S": "25",
+            # A killed worker's rows come back after lease + sweep interval: 11 s, not 31 (the
+            # heartbeat still refreshes a running batch's lease every 3.3 s).
+            "APA_LEASE_S": "10",
             "APA_SWEEP_INTERVAL_S": "1",
             "APA_DELIVER_POLL_INTERVAL_S": "2",
             "HF_HUB_OFFLINE": "1",
