@@ -67,8 +67,8 @@ def _taking(ids) -> Update:
 # row and the oldest other due rows are locked with SKIP LOCKED (never waiting on another worker's
 # claim), and the others fill what the named row leaves of the batch (a batch of one is the named
 # row or nothing, as on SQLite).
-_NAMED = (select(Submission.id).where(Submission.id == bindparam("first_id"), _DUE)
-          .with_for_update(skip_locked=True).cte("named"))
+_FIRST = select(Submission.id).where(Submission.id == bindparam("first_id"), _DUE)
+_NAMED = _FIRST.with_for_update(skip_locked=True).cte("named")
 _OLDEST = (select(Submission.id, Submission.created_at).where(_DUE, Submission.id != bindparam("first_id"))
            .order_by(Submission.created_at).limit(bindparam("others")).with_for_update(skip_locked=True)
            .cte("oldest"))
@@ -79,7 +79,6 @@ _CLAIM_LOCKING = _taking(union_all(
 ))
 
 # SQLite serialises writers, so no row can be taken between its SELECTs and its UPDATE.
-_FIRST = select(Submission.id).where(Submission.id == bindparam("first_id"), _DUE)
 _OTHERS = (select(Submission.id).where(_DUE, Submission.id != bindparam("first_id"))
            .order_by(Submission.created_at).limit(bindparam("n")))
 _TAKE = _taking(bindparam("ids", expanding=True))

@@ -16,14 +16,12 @@ A fetch in a thread raises what it would have raised inline, so bad input and ou
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import TypeVar
 
 from fleet.storage import InvalidObjectURI, ObjectStore, parse_uri
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 

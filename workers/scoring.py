@@ -102,15 +102,15 @@ def score_round(
     with sessions() as s:
         claims = claim_batch(s, first_id, settings.score_batch_size, lease_s=settings.lease_s)
     report.claim_ms = (time.perf_counter() - t0) * 1000
-    named = next((c for c in claims if c.id == first_id and c.created_at is not None), None)
-    if named is not None:
+    named = next((c for c in claims if c.id == first_id), None)
+    if named is not None and named.created_at is not None:
         report.wait_ms = max(0.0, (started - as_utc(named.created_at)).total_seconds() * 1000)
     if not claims:
         report.wake_up = _not_yet_due(sessions, first_id)
         return report
     with LeaseKeeper(sessions, claims, settings.lease_s):
-        hinted = {first_id: early} if early is not None else {}
-        fetched = {c.id: hinted[c.id] for c in claims if c.id in hinted and c.audio_uri == audio_hint}
+        hint_holds = early is not None and named is not None and named.audio_uri == audio_hint
+        fetched = {first_id: early} if hint_holds else {}
         _score_claims(claims, report, settings=settings, sessions=sessions, store=store, pool=pool,
                       fetcher=fetcher, fetched=fetched)
     if report.retry:
@@ -140,12 +140,13 @@ def _score_claims(
     try:
         ready: list[tuple[Claim, AssessmentRequest]] = []
         t_fetch = time.perf_counter()
-        preparing = [(claim, submit(fetcher, _prepare, claim, settings, store, fetched.get(claim.id)))
-                     for claim in claims if claim.attempt <= settings.max_attempts]
+        preparing: list[tuple[Claim, Future[AssessmentRequest]]] = []
         for claim in claims:
             if claim.attempt > settings.max_attempts:
                 _fail(sessions, claim, "attempts_exhausted", f"gave up after {claim.attempt - 1} attempts", report)
                 finished.add(claim.id)
+            else:
+                preparing.append((claim, submit(fetcher, _prepare, claim, settings, store, fetched.get(claim.id))))
         # The registry's active version (one query, a switch when ops promoted another) is read
         # while the recordings download, not after.
         model = pool.ready_model() if preparing else None
